@@ -1,0 +1,32 @@
+# promptseg -- the three commands of the README.
+#   make demo   create .venv, install, segment the bundled CT with the bundled LiteMedSAM
+#   make test   create .venv if needed, run the whole test suite
+#   make bench  run the benchmarks and rewrite docs/benchmarks.md
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-torch.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-torch.txt
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/promptseg demo --output-dir demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py --output docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache
