@@ -1,0 +1,108 @@
+"""The :class:`Segmenter` interface every model family implements.
+
+A promptable segmenter works in two steps, and promptseg never mixes them:
+
+1. :meth:`Segmenter.embed` turns one 2D slice into an :class:`Embedding`
+   (the expensive image-encoder pass, done at most once per slice and call);
+2. :meth:`Segmenter.decode` turns an embedding plus a prompt (box and/or
+   points) into a :class:`Prediction` (the cheap prompt-encoder + mask-decoder
+   pass, done once per object and slice).
+
+All coordinates a caller passes or receives are in the slice's own pixel grid:
+``x`` = column, ``y`` = row, floats allowed, ``(0, 0)`` the centre of the
+top-left pixel. A backend converts them to its model input grid itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Embedding:
+    """A slice after the image encoder.
+
+    Attributes:
+        features: backend-specific encoder output (e.g. a ``(1, 256, 64, 64)`` tensor).
+        original_size: ``(H, W)`` of the slice that was embedded, pixels.
+        input_size: ``(h, w)`` of the resized slice inside the model input
+            (before padding), pixels.
+    """
+
+    features: Any
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass
+class Prediction:
+    """One object's mask on one slice.
+
+    Attributes:
+        logits: ``(H, W)`` float32 mask logits at the slice's resolution
+            (``> 0`` is inside).
+        score: the model's own predicted IoU of the mask, in [0, 1] (roughly).
+    """
+
+    logits: np.ndarray
+    score: float
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool mask, ``logits > 0`` (probability > 0.5)."""
+        return self.logits > 0
+
+
+class Segmenter(ABC):
+    """A promptable 2D segmenter (one SAM-family model with its weights).
+
+    Subclasses set :attr:`name` and :attr:`input_size` and implement
+    :meth:`embed`, :meth:`decode` and :meth:`box_from_mask`.
+    """
+
+    #: registry name, e.g. ``"litemedsam"``
+    name: str = "segmenter"
+    #: side of the square model input, pixels
+    input_size: int = 0
+
+    @abstractmethod
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode one slice.
+
+        Args:
+            image: ``(H, W)`` or ``(H, W, 3)`` uint8, already intensity-normalised
+                (see :func:`promptseg.intensity.normalize`).
+        """
+
+    @abstractmethod
+    def decode(
+        self,
+        embedding: Embedding,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """Segment one object on an embedded slice.
+
+        Args:
+            embedding: from :meth:`embed`.
+            box: ``(x0, y0, x1, y1)`` in slice pixels, or None.
+            points: ``(N, 2)`` array of ``(x, y)`` in slice pixels, or None.
+            point_labels: ``(N,)`` array, 1 = inside the object, 0 = outside.
+        """
+
+    @abstractmethod
+    def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
+        """The box prompt a model of this family expects for the object in ``mask``.
+
+        Used to chain a mask on one slice into a prompt on the next one; each
+        family adds the margin it was trained with. ``mask`` is ``(H, W)`` bool
+        and must not be empty. Returns ``(x0, y0, x1, y1)`` in slice pixels.
+        """
+
+    def describe(self) -> str:
+        return f"{self.name} (input {self.input_size} px)"

@@ -1,0 +1,120 @@
+"""The one-call API: a volume plus prompts in, a label map on the volume's grid out.
+
+>>> import promptseg
+>>> vol = promptseg.load_volume("ct.nii.gz")
+>>> seg = promptseg.build_segmenter("litemedsam")
+>>> obj = promptseg.make_object(slice=33, box=(206, 347, 229, 368), label=1, name="tumour")
+>>> result = promptseg.segment(vol, [obj], seg)          # 3D: propagate from slice 33
+>>> result.save("tumour.nii.gz")                           # same spacing/origin/direction
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import PromptError
+from .intensity import normalize
+from .models import Segmenter, build_segmenter
+from .prompts import ObjectPrompt, check_unique_labels, validate
+from .propagation import ObjectResult, compose_labels, propagate
+from .stop_rule import StopRule
+from .volume import Volume
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :func:`segment`.
+
+    Attributes:
+        labels: integer label map on the input volume's grid (same shape,
+            spacing, origin, direction).
+        objects: per-object details (slices, scores, why propagation stopped).
+        image: the intensity-normalised uint8 volume the model saw
+            (``(Z, H, W)`` or ``(Z, H, W, 3)``), for overlays.
+        encoded_slices: slices embedded by the image encoder, in order.
+    """
+
+    labels: Volume
+    objects: list[ObjectResult]
+    image: np.ndarray
+    encoded_slices: list[int]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the label map (NIfTI / NRRD / MHA / NPZ / PNG by extension), atomically."""
+        from .io import save_mask
+
+        return save_mask(self.labels.array, path, reference=self.labels)
+
+    def mask(self, label: int = 1) -> np.ndarray:
+        """``(Z, H, W)`` bool mask of one label."""
+        return self.labels.array == label
+
+
+def segment(
+    volume: Volume,
+    prompts: ObjectPrompt | Sequence[ObjectPrompt],
+    segmenter: Optional[Segmenter] = None,
+    *,
+    mode: str = "auto",
+    modality: Optional[str] = None,
+    window: Optional[tuple[float, float] | str] = None,
+    stop_rule: Optional[StopRule] = None,
+    progress: bool = False,
+) -> SegmentationResult:
+    """Segment the prompted objects of ``volume``.
+
+    Args:
+        volume: the image (see :func:`promptseg.io.load_volume`).
+        prompts: one or several :class:`~promptseg.prompts.ObjectPrompt`.
+        segmenter: a model from :func:`promptseg.models.build_segmenter`
+            (default: the bundled LiteMedSAM on the CPU).
+        mode: ``"3d"`` propagate through the volume, ``"2d"`` only the prompted
+            slices, ``"auto"`` 3D for volumes with several slices, else 2D.
+        modality, window: intensity normalisation (see
+            :func:`promptseg.intensity.normalize`).
+        stop_rule: parameters of the automatic 3D stop (objects with a z-range or
+            key slices do not use it).
+        progress: show a progress bar.
+
+    Raises:
+        PromptError: a prompt does not fit the volume, or labels repeat.
+    """
+    if isinstance(prompts, ObjectPrompt):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise PromptError("no prompt given: add a box, points, a line or a prompt file")
+    for p in prompts:
+        validate(p, volume.shape)
+    check_unique_labels(prompts)
+    if mode == "auto":
+        mode = "3d" if volume.num_slices > 1 else "2d"
+    if mode not in ("2d", "3d"):
+        raise ValueError(f"mode must be 'auto', '2d' or '3d', got {mode!r}")
+    segmenter = segmenter or build_segmenter("litemedsam")
+    image = normalize(volume, modality=modality, window=window)
+    results, encoded = propagate(
+        segmenter,
+        image,
+        prompts,
+        spacing_xy=(volume.spacing[0], volume.spacing[1]),
+        slice_thickness=volume.spacing[2],
+        mode=mode,
+        stop_rule=stop_rule,
+        progress=progress,
+    )
+    labels = compose_labels(results, volume.shape)
+    label_volume = volume.with_array(labels, modality=None)
+    label_volume.metadata = {"source": volume.metadata.get("source"), "kind": "labels"}
+    return SegmentationResult(labels=label_volume, objects=results, image=image, encoded_slices=encoded)
+
+
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Dice coefficient of two boolean masks of the same shape (1.0 when both are empty)."""
+    prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
+    total = prediction.sum() + reference.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(prediction, reference).sum() / total)
