@@ -365,7 +365,8 @@ class _PromptFile(BaseModel):
 def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = None, source: str = "prompts") -> list[ObjectPrompt]:
     """Validate a decoded JSON prompt document and build its objects.
 
-    Objects without a ``label`` get 1, 2, 3, ... in file order.
+    Objects without a ``label`` get the smallest label values not used by
+    another object, in file order.
     """
     try:
         parsed = _PromptFile.model_validate(doc)
@@ -373,9 +374,11 @@ def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = 
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise PromptError(f"{source}: {where}: {err['msg']}") from None
+    taken = {obj.label for obj in parsed.objects if obj.label}
+    free = (v for v in range(1, 65536) if v not in taken)
     objects = []
     for i, obj in enumerate(parsed.objects):
-        label = obj.label or i + 1
+        label = obj.label or next(free)
         points = tuple(Point(p[0], p[1], len(p) == 2 or p[2] == 1) for p in obj.points)
         try:
             objects.append(

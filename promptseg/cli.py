@@ -1,0 +1,291 @@
+"""The ``promptseg`` command line. Every subcommand is a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import PromptsegError
+
+EPILOG_SEGMENT = """\
+coordinates are voxel indices as in 3D Slicer's IJK: x = column, y = row, z = slice (0-based).
+
+examples:
+  # a box on slice 33, propagated up and down until the object ends
+  promptseg segment ct.nii.gz -o tumour.nii.gz --box 206,347,229,368 --slice 33 --overlay tumour.png
+
+  # only that slice (2D), with a + point and a - point
+  promptseg segment ct.nii.gz -o s33.nii.gz --slice 33 --2d --point 217,357 --point 240,357,0
+
+  # a RECIST long-axis line instead of a box; limit propagation to slices 30-36
+  promptseg segment ct.nii.gz -o t.nii.gz --slice 33 --line 206,350,229,366 --z-range 30,36
+
+  # the LiteMedSAM challenge's 3D box x0,y0,z0,x1,y1,z1
+  promptseg segment ct.nii.gz -o t.nii.gz --box3d 206,347,32,229,368,34
+
+  # key slices: boxes on slices 10 and 30, interpolated in between
+  promptseg segment ct.nii.gz -o liver.nii.gz --key-box 10:100,120,300,330 --key-box 30:90,110,310,340
+
+  # several objects from a JSON prompt file (see docs/prompts.md), MR normalisation
+  promptseg segment mr.nrrd -o labels.nrrd --prompts prompts.json --modality mr
+
+  # a DICOM series folder holding several series
+  promptseg segment dicom_dir/ --series 1.2.840.113619... -o out.nii.gz --box ... --slice 40
+"""
+
+
+def _add_image_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="NIfTI, NRRD, MHA/MHD, DICOM folder or file, MedSAM .npz, PNG/JPG/TIFF")
+    p.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID, when a folder holds several series")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="promptseg",
+        description="Promptable segmentation of medical images with Segment-Anything-family models. "
+        "Give a box, points or a line on one slice; get a 2D or 3D mask on the scan's own grid.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run 'promptseg <command> --help' for the options of each command.\n"
+        "quick start: promptseg demo",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment objects from box / point / line prompts (2D or 3D)",
+        description="Segment one or more objects. Prompts are voxel indices; the output label map "
+        "has exactly the input's grid (spacing, origin, direction).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_SEGMENT,
+    )
+    _add_image_args(seg)
+    seg.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D)")
+    g = seg.add_argument_group("prompt (one object; use --prompts for several)")
+    g.add_argument("--box", metavar="x0,y0,x1,y1", help="box corners on --slice")
+    g.add_argument("--point", metavar="x,y[,1|0]", action="append", default=[],
+                   help="a point on --slice: 1 (default) inside the object, 0 outside; repeatable")
+    g.add_argument("--line", metavar="x0,y0,x1,y1", help="a line across the object (e.g. RECIST long axis), turned into a box")
+    g.add_argument("--slice", type=int, metavar="Z", help="slice of the prompt (default 0 for 2D images)")
+    g.add_argument("--box3d", metavar="x0,y0,z0,x1,y1,z1", help="3D box: 2D box on the middle slice, propagation limited to z0..z1")
+    g.add_argument("--key-box", metavar="Z:x0,y0,x1,y1", action="append", default=[],
+                   help="a box on key slice Z; two or more are interpolated on the slices between them")
+    g.add_argument("--label", type=int, default=1, help="label value of the object (default 1)")
+    g.add_argument("--name", help="name of the object (shown in the summary)")
+    g.add_argument("--prompts", metavar="FILE.json", help="several objects from a JSON prompt file (docs/prompts.md)")
+    m = seg.add_argument_group("mode")
+    mx = m.add_mutually_exclusive_group()
+    mx.add_argument("--3d", dest="mode", action="store_const", const="3d", help="propagate through the volume (default for volumes)")
+    mx.add_argument("--2d", dest="mode", action="store_const", const="2d", help="segment only the prompted slice(s)")
+    m.add_argument("--z-range", metavar="z0,z1", help="propagate exactly over slices z0..z1 (turns the automatic stop off)")
+    m.add_argument("--stop-extent", type=float, default=1.0, metavar="F",
+                   help="stop rule: expected reach as a multiple of half the prompt box's larger side (default 1.0)")
+    m.add_argument("--stop-iou", type=float, default=0.5, metavar="F",
+                   help="stop rule: beyond that reach, minimum IoU between consecutive masks (default 0.5)")
+    m.add_argument("--stop-appearance", type=float, default=0.5, metavar="F",
+                   help="stop rule: minimum share of object-like voxels in a mask, 0 disables (default 0.5)")
+    md = seg.add_argument_group("model")
+    md.add_argument("--model", default="litemedsam", help="backend (see 'promptseg models'; default litemedsam)")
+    md.add_argument("--checkpoint", metavar="PATH", help="fine-tuned weights for the backend (default: bundled weights)")
+    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
+    it = seg.add_argument_group("intensity")
+    ix = it.add_mutually_exclusive_group()
+    ix.add_argument("--window", metavar="L,W|PRESET", help="CT window level,width or a preset: soft-tissue (default for CT), lung, brain, bone")
+    ix.add_argument("--modality", choices=["ct", "mr", "other"], help="override the detected modality")
+    out = seg.add_argument_group("output")
+    out.add_argument("--overlay", metavar="OUT.png", help="write a montage of the segmented slices with masks and prompts")
+    out.add_argument("--reference", metavar="LABELS", help="a reference label map on the same grid: print the Dice per label")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    seg.set_defaults(func=cmd_segment)
+
+    info = sub.add_parser("info", help="print shape, spacing, orientation, modality and intensity range",
+                          description="Describe an image: grid, orientation, modality (and how it was found), intensities.")
+    _add_image_args(info)
+    info.set_defaults(func=cmd_info)
+
+    demo = sub.add_parser("demo", help="segment the bundled lung CT tumour with the bundled LiteMedSAM",
+                          description="Segment the lung tumour of the bundled real CT from one box on its middle "
+                          "slice, write the mask and an overlay PNG, and print the Dice against the expert mask.")
+    demo.add_argument("--output-dir", default="demo_output", help="where to write the outputs (default demo_output)")
+    demo.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="list the model backends", description="List the model backends.")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+def _load(args):
+    from .io import load_volume
+
+    return load_volume(args.image, series_uid=args.series)
+
+
+def _prompts_from_args(args, volume):
+    from .prompts import (make_object, parse_box, parse_box3d, parse_line, parse_point, parse_range,
+                          load_prompt_file)
+    from .errors import PromptError
+
+    shape2d = volume.shape[1:]
+    single = any([args.box, args.point, args.line, args.box3d, args.key_box])
+    if args.prompts:
+        if single:
+            raise PromptError("give either --prompts FILE or --box/--point/--line/--box3d/--key-box, not both")
+        objects = load_prompt_file(args.prompts, image_shape=shape2d)
+        if args.z_range:
+            raise PromptError("--z-range applies to a single prompt; put \"z_range\" into the prompt file instead")
+        return objects
+    if not single:
+        raise PromptError("no prompt: give --box, --point, --line, --box3d, --key-box or --prompts")
+    z_range = parse_range(args.z_range) if args.z_range else None
+    if args.box3d:
+        if args.box or args.point or args.line or args.key_box or args.slice is not None:
+            raise PromptError("--box3d carries its own slices: do not combine it with --box/--point/--line/--slice")
+        if z_range:
+            raise PromptError("--box3d already sets the z-range")
+        return [make_object(box3d=parse_box3d(args.box3d), label=args.label, name=args.name)]
+    if args.key_box:
+        if args.box or args.point or args.line:
+            raise PromptError("--key-box cannot be combined with --box/--point/--line")
+        keys = {}
+        for text in args.key_box:
+            z_text, sep, box_text = text.partition(":")
+            if not sep or not z_text.strip().lstrip("-").isdigit():
+                raise PromptError(f"--key-box {text!r}: expected Z:x0,y0,x1,y1")
+            keys[int(z_text)] = parse_box(box_text)
+        return [make_object(key_boxes=keys, label=args.label, name=args.name)]
+    z = args.slice
+    if z is None:
+        if volume.num_slices == 1:
+            z = 0
+        else:
+            raise PromptError(f"say which slice the prompt is on: --slice Z (0..{volume.num_slices - 1})")
+    return [
+        make_object(
+            slice=z,
+            box=parse_box(args.box) if args.box else None,
+            points=tuple(parse_point(p) for p in args.point),
+            line=parse_line(args.line) if args.line else None,
+            z_range=z_range,
+            label=args.label,
+            name=args.name,
+            image_shape=shape2d,
+        )
+    ]
+
+
+def cmd_segment(args) -> int:
+    from .intensity import resolve_window
+    from .io import load_labels
+    from .models import build_segmenter
+    from .overlay import save_overlay
+    from .prompts import validate
+    from .segment import dice, segment
+    from .stop_rule import StopRule
+
+    volume = _load(args)
+    prompts = _prompts_from_args(args, volume)
+    for p in prompts:  # fail on bad prompts before loading the model
+        validate(p, volume.shape)
+    window = resolve_window(args.window) if args.window else None
+    reference = load_labels(args.reference, reference=volume) if args.reference else None
+    rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
+                    min_object_fraction=args.stop_appearance)
+    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
+                     window=window, stop_rule=rule, progress=not args.no_progress)
+    path = result.save(args.output)
+    voxel_ml = volume.spacing[0] * volume.spacing[1] * volume.spacing[2] / 1000.0
+    for obj in result.objects:
+        p = obj.prompt
+        n = int((result.labels.array == p.label).sum())
+        zs = obj.slices
+        where = f"slices {zs[0]}-{zs[-1]}" if zs else "nothing found"
+        line = f"label {p.label} ({p.display_name}): {where}, {n} voxels, {n * voxel_ml:.2f} ml"
+        if obj.stops:
+            line += "; stopped " + "; ".join(f"{d}: {r}" for d, r in obj.stops.items())
+        print(line)
+        if reference is not None:
+            print(f"  Dice vs reference label {p.label}: {dice(result.labels.array == p.label, reference.array == p.label):.4f}")
+    print(f"wrote {path}")
+    if args.overlay:
+        ov = save_overlay(args.overlay, result.image, result.labels.array, prompts,
+                          reference=None if reference is None else reference.array > 0)
+        print(f"wrote {ov}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .intensity import describe_intensity, guess_modality
+
+    volume = _load(args)
+    z, y, x = volume.shape
+    print(f"file:        {args.image}")
+    print(f"size:        {x} x {y} x {z} voxels (x, y, z){' RGB' if volume.is_rgb else ''}; array (z, y, x) = {volume.array.shape}")
+    print("spacing:     " + " x ".join(f"{s:.6g}" for s in volume.spacing) + " mm (x, y, z)")
+    print("origin:      " + ", ".join(f"{o:.6g}" for o in volume.origin) + " mm")
+    print(f"orientation: {_orientation(volume)}  direction {[round(float(v), 6) for v in volume.direction.ravel()]}")
+    if volume.modality:
+        print(f"modality:    {volume.modality} (from the file)")
+    else:
+        print(f"modality:    {guess_modality(volume).upper()} (guessed from intensities; override with --modality)")
+    stats = describe_intensity(volume)
+    print("intensity:   " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
+    if volume.metadata.get("series_uid"):
+        print(f"series:      {volume.metadata['series_uid']}")
+    return 0
+
+
+def _orientation(volume) -> str:
+    """Three-letter code of the axes' directions (e.g. LPS, RAS), as ITK names it."""
+    import SimpleITK as sitk
+
+    try:
+        return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(volume.direction.ravel().tolist())
+    except Exception:  # pragma: no cover - non-orthogonal direction
+        return "oblique"
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    res = run_demo(args.output_dir)
+    print(f"prompt: box {tuple(int(v) for v in res.box)} on slice {res.prompt_slice}, no z-range")
+    print(f"segmented slices {res.slices}; expert mask on slices {res.reference_slices}")
+    print(f"wrote {res.mask_path}")
+    print(f"wrote {res.overlay_path}")
+    print(f"Dice vs expert mask: {res.dice:.3f}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS
+
+    for spec in MODELS.values():
+        print(f"{spec.name}\n  {spec.description}\n  input {spec.input_size} px; {spec.normalisation}\n  weights: {spec.checkpoint}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PromptsegError as exc:
+        print(f"promptseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("promptseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
