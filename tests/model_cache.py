@@ -16,7 +16,7 @@ CASES = {
 
 @functools.lru_cache(maxsize=None)
 def litemedsam():
-    from promptseg.models import build_segmenter
+    from promptseg.models.registry import build_segmenter
 
     return build_segmenter("litemedsam")
 

