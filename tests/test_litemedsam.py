@@ -107,3 +107,24 @@ def test_fine_tuned_checkpoint_layouts_load_and_wrong_keys_fail(tmp_path):
         LiteMedSAM(checkpoint=bad_path)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         LiteMedSAM(checkpoint=tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".png"])
+def test_2d_rgb_npz_and_png_give_the_same_mask_as_the_dicom(tmp_path, suffix):
+    """An 8-bit image passes through normalisation: the CT slice saved already windowed
+    (as MedSAM's 2D NPZ files and PNG exports are) must segment exactly like the DICOM."""
+    from pydicom.data import get_testdata_file
+
+    import promptseg
+
+    dicom = promptseg.load_volume(get_testdata_file("CT_small.dcm"))
+    windowed = promptseg.normalize(dicom)[0]  # (128, 128) uint8
+    path = tmp_path / f"ct_small{suffix}"
+    if suffix == ".npz":
+        np.savez(path, imgs=np.repeat(windowed[:, :, None], 3, axis=2))  # MedSAM 2D layout (H, W, 3)
+    else:
+        Image.fromarray(windowed).save(path)
+    obj = promptseg.make_object(slice=0, box=(72, 0, 108, 26))
+    got = promptseg.segment(promptseg.load_volume(path), [obj], litemedsam()).mask(1)
+    ref = promptseg.segment(dicom, [obj], litemedsam()).mask(1)
+    assert got.shape == (1, 128, 128) and np.array_equal(got, ref)

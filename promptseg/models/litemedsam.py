@@ -102,6 +102,7 @@ class LiteMedSAM(Segmenter):
         self.net.eval().to(self.device)
         self.runtime_kind = runtime
         self._encoder = None  # built lazily: exporting to a runtime costs seconds
+        self._warned_points = False
 
     # -- encoder ------------------------------------------------------------
     @property
@@ -168,6 +169,12 @@ class LiteMedSAM(Segmenter):
     ) -> Prediction:
         if box is None and points is None:
             raise PromptError("a prompt needs a box or at least one point")
+        if box is None and not self._warned_points:
+            self._warned_points = True
+            log.warning(
+                "LiteMedSAM was trained with box prompts only; a prompt of points alone rarely gives a "
+                "useful mask with it -- prefer a box or a line (points work as refinements of a box)"
+            )
         scale = self._scale(embedding.original_size)
         boxes_t = None
         if box is not None:
