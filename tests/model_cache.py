@@ -1,17 +1,10 @@
 """One real LiteMedSAM (bundled weights) shared by every test module."""
 
 import functools
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-CASES = {
-    "lung1": ROOT / "promptseg" / "data",
-    "brain2": DATA / "radiomics",
-    "breast1": DATA / "radiomics",
-}
+from datafiles import CASE_DIRS as CASES
+from datafiles import DATA
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,9 +19,10 @@ def case(name):
     """(image Volume, reference bool mask (z, y, x)) of a bundled real case."""
     from promptseg.io import load_labels, load_volume
 
-    folder = CASES[name]
-    volume = load_volume(folder / f"{name}_image.nrrd")
-    reference = load_labels(folder / f"{name}_label.nrrd", reference=volume).array > 0
+    from datafiles import image, label
+
+    volume = load_volume(image(name))
+    reference = load_labels(label(name), reference=volume).array > 0
     return volume, reference
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,10 +20,9 @@ from promptseg.intensity import (
 from promptseg.io import load_volume
 from promptseg.volume import Volume
 
-REPO = Path(__file__).resolve().parents[1]
-BRAIN2 = REPO / "tests/data/radiomics/brain2_image.nrrd"
-BREAST1 = REPO / "tests/data/radiomics/breast1_image.nrrd"
-LUNG1 = REPO / "promptseg/data/lung1_image.nrrd"
+from datafiles import image
+
+BRAIN2, BREAST1, LUNG1 = image("brain2"), image("breast1"), image("lung1")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,10 @@ from promptseg.io import (
 )
 from promptseg.volume import Volume
 
-REPO = Path(__file__).resolve().parents[1]
-BRAIN2 = REPO / "tests/data/radiomics/brain2_image.nrrd"
-BRAIN2_LABEL = REPO / "tests/data/radiomics/brain2_label.nrrd"
-LUNG1 = REPO / "promptseg/data/lung1_image.nrrd"
-LUNG1_LABEL = REPO / "promptseg/data/lung1_label.nrrd"
-CT_SLICE = REPO / "tests/data/dicom_rt/ct.0.dcm"
+from datafiles import CT_SLICE, image, label
+
+BRAIN2, BRAIN2_LABEL = image("brain2"), label("brain2")
+LUNG1, LUNG1_LABEL = image("lung1"), label("lung1")
 
 SITK_FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"]
 SPACING = (0.7, 0.9, 3.0)
