@@ -381,12 +381,13 @@ class _OnnxArtefact:
             self._result = result if result is not None else self._uncached()
         return self._result
 
-    def _export(self, onnx_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def _export(self, onnx_path: Path, final_path: Optional[Path] = None) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()
         _export_onnx(self.encoder, self.input_size, onnx_path)
         probe_in = _probe_input(self.input_size)
         expected = _eager_reference(self.encoder, probe_in)
-        logger.info("exported the image encoder to ONNX in %.1f s (%s)", time.perf_counter() - start, onnx_path.name)
+        elapsed = time.perf_counter() - start
+        logger.info("exported the image encoder to ONNX in %.1f s (%s)", elapsed, final_path or onnx_path)
         return probe_in, expected
 
     def _uncached(self) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -411,7 +412,7 @@ class _OnnxArtefact:
         tmp_onnx = _atomic_path(onnx_path)
         tmp_meta = _atomic_path(meta_path)
         try:
-            probe_in, expected = self._export(tmp_onnx)
+            probe_in, expected = self._export(tmp_onnx, onnx_path)
             with open(tmp_meta, "wb") as fh:
                 np.savez(
                     fh,
