@@ -184,7 +184,7 @@ def cmd_segment(args) -> int:
     from .models import build_segmenter
     from .overlay import save_overlay
     from .prompts import validate
-    from .segment import dice, segment
+    from .segmentation import dice, segment
     from .stop_rule import StopRule
 
     volume = _load(args)

@@ -36,7 +36,7 @@ def run_demo(output_dir: str | Path = "demo_output", segmenter=None, progress: b
     from .io import load_labels, load_volume
     from .overlay import save_overlay
     from .prompts import box_from_mask, make_object
-    from .segment import dice, segment
+    from .segmentation import dice, segment
 
     output_dir = Path(output_dir)
     volume = load_volume(DEMO_IMAGE)
