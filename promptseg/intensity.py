@@ -21,6 +21,7 @@ bone for the default window).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -150,6 +151,55 @@ def resolve_modality(volume: Volume, modality: Optional[str] = None) -> str:
     return guess_modality(volume)
 
 
+@dataclass(frozen=True)
+class IntensityMapping:
+    """A linear intensity -> uint8 mapping, fixed once per volume and applied to any part of it.
+
+    Values are clipped to ``[lower, upper]`` and scaled to 0..255 (truncated as
+    ``np.uint8`` does); with ``zero_nonpositive`` voxels <= 0 map to 0 (MedSAM's MR
+    rule). ``lower is None`` means "already uint8: pass through".
+    """
+
+    lower: Optional[float]
+    upper: Optional[float]
+    zero_nonpositive: bool = False
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        """Map ``array`` (any shape) to uint8 of the same shape."""
+        if self.lower is None:
+            return np.array(array, dtype=np.uint8, copy=True)
+        if self.upper <= self.lower:
+            return np.zeros(array.shape, dtype=np.uint8)
+        scaled = (np.clip(array.astype(np.float64), self.lower, self.upper) - self.lower) / (self.upper - self.lower)
+        scaled *= 255.0
+        if self.zero_nonpositive:
+            scaled[array <= 0] = 0.0
+        return scaled.astype(np.uint8)
+
+
+def window_mapping(level: float, width: float) -> IntensityMapping:
+    """Clip to ``[level - width/2, level + width/2]``, lower -> 0, upper -> 255."""
+    return IntensityMapping(level - width / 2.0, level + width / 2.0)
+
+
+def percentile_mapping(
+    array: np.ndarray, percentiles: tuple[float, float] = PERCENTILES, source: str = "the image"
+) -> IntensityMapping:
+    """MedSAM's MR rule: bounds = percentiles of the voxels > 0 of the whole ``array``.
+
+    Raises:
+        ImageReadError: no voxel is > 0.
+    """
+    positive = array[array > 0]
+    if positive.size == 0:
+        raise ImageReadError(
+            f"{source} has no voxel > 0, so the MR/percentile normalisation is undefined; "
+            "pass modality='ct' or a window (CLI: --modality ct / --window L,W)"
+        )
+    lower, upper = (float(v) for v in np.percentile(positive, percentiles))
+    return IntensityMapping(lower, upper, zero_nonpositive=True)
+
+
 def apply_window(array: np.ndarray, level: float, width: float) -> np.ndarray:
     """Clip ``array`` to ``[level - width/2, level + width/2]`` and map it to uint8 0..255.
 
@@ -162,9 +212,7 @@ def apply_window(array: np.ndarray, level: float, width: float) -> np.ndarray:
         uint8 array of the same shape; ``lower -> 0``, ``upper -> 255``, values
         truncated (``np.uint8`` of the scaled float).
     """
-    lower, upper = level - width / 2.0, level + width / 2.0
-    scaled = (np.clip(array.astype(np.float64), lower, upper) - lower) / (upper - lower) * 255.0
-    return scaled.astype(np.uint8)
+    return window_mapping(level, width)(array)
 
 
 def apply_percentiles(
@@ -184,18 +232,27 @@ def apply_percentiles(
     Raises:
         ImageReadError: no voxel is > 0.
     """
-    positive = array[array > 0]
-    if positive.size == 0:
-        raise ImageReadError(
-            f"{source} has no voxel > 0, so the MR/percentile normalisation is undefined; "
-            "pass modality='ct' or a window (CLI: --modality ct / --window L,W)"
-        )
-    lower, upper = (float(v) for v in np.percentile(positive, percentiles))
-    if upper <= lower:
-        return np.zeros(array.shape, dtype=np.uint8)
-    scaled = (np.clip(array.astype(np.float64), lower, upper) - lower) / (upper - lower) * 255.0
-    scaled[array <= 0] = 0.0
-    return scaled.astype(np.uint8)
+    return percentile_mapping(array, percentiles, source)(array)
+
+
+def intensity_mapping(
+    volume: Volume,
+    modality: Optional[str] = None,
+    window: WindowSpec = None,
+) -> IntensityMapping:
+    """The mapping :func:`normalize` applies to ``volume`` (statistics over the whole volume).
+
+    Use it to normalise slices one at a time with exactly the same result as
+    normalising the whole volume: ``intensity_mapping(vol)(vol.array[z])``.
+    """
+    resolved_window = resolve_window(window)
+    if resolved_window is not None:
+        return window_mapping(*resolved_window)
+    if volume.array.dtype == np.uint8:
+        return IntensityMapping(None, None)
+    if resolve_modality(volume, modality) == "ct":
+        return window_mapping(*DEFAULT_CT_WINDOW)
+    return percentile_mapping(volume.array, source=str(volume.metadata.get("source", "the image")))
 
 
 def normalize(
@@ -220,15 +277,7 @@ def normalize(
         PromptsegError: bad window or modality; ImageReadError when the
             percentile rule finds no voxel > 0.
     """
-    array = volume.array
-    resolved_window = resolve_window(window)
-    if resolved_window is not None:
-        return apply_window(array, *resolved_window)
-    if array.dtype == np.uint8:
-        return array.copy()
-    if resolve_modality(volume, modality) == "ct":
-        return apply_window(array, *DEFAULT_CT_WINDOW)
-    return apply_percentiles(array, source=str(volume.metadata.get("source", "the image")))
+    return intensity_mapping(volume, modality, window)(volume.array)
 
 
 def describe_intensity(volume: Volume) -> dict:
@@ -248,3 +297,37 @@ def describe_intensity(volume: Volume) -> dict:
         "p0.5": low,
         "p99.5": high,
     }
+
+
+class NormalizedSlices:
+    """Slices of a volume normalised on first access (and kept), all with one mapping.
+
+    Segmenting a few slices of a large scan then normalises only those; the
+    result is identical to indexing :func:`normalize`'s output. Supports
+    ``len()``, ``.shape``, and ``slices[z]`` -> ``(H, W)`` or ``(H, W, 3)`` uint8.
+    """
+
+    def __init__(self, array: np.ndarray, mapping: IntensityMapping) -> None:
+        self.array, self.mapping = array, mapping
+        self._done: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, volume: Volume, modality: Optional[str] = None, window: WindowSpec = None) -> "NormalizedSlices":
+        return cls(volume.array, intensity_mapping(volume, modality, window))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        z = int(z)
+        if z not in self._done:
+            self._done[z] = self.mapping(self.array[z])
+        return self._done[z]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.mapping(self.array)
+        return out if dtype is None else out.astype(dtype)

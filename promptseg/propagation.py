@@ -115,7 +115,9 @@ def propagate(
 
     Args:
         segmenter: the model.
-        images: ``(Z, H, W)`` or ``(Z, H, W, 3)`` uint8, intensity-normalised.
+        images: ``(Z, H, W)`` or ``(Z, H, W, 3)`` uint8, intensity-normalised: an
+            array, or anything with ``.shape`` and ``images[z]`` such as
+            :class:`~promptseg.intensity.NormalizedSlices`.
         prompts: validated object prompts.
         spacing_xy: in-plane pixel size ``(x, y)`` in mm (for the stop rule).
         slice_thickness: slice spacing in mm (for the stop rule).

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import PromptError
-from .intensity import normalize
+from .intensity import NormalizedSlices
 from .models import Segmenter, build_segmenter
 from .prompts import ObjectPrompt, check_unique_labels, validate
 from .propagation import ObjectResult, compose_labels, propagate
@@ -33,14 +33,15 @@ class SegmentationResult:
         labels: integer label map on the input volume's grid (same shape,
             spacing, origin, direction).
         objects: per-object details (slices, scores, why propagation stopped).
-        image: the intensity-normalised uint8 volume the model saw
-            (``(Z, H, W)`` or ``(Z, H, W, 3)``), for overlays.
+        image: the intensity-normalised uint8 slices the model saw
+            (``image[z]`` is ``(H, W)`` or ``(H, W, 3)``; normalised on access,
+            ``np.asarray(image)`` gives the whole volume), for overlays.
         encoded_slices: slices embedded by the image encoder, in order.
     """
 
     labels: Volume
     objects: list[ObjectResult]
-    image: np.ndarray
+    image: NormalizedSlices
     encoded_slices: list[int]
 
     def save(self, path: str | Path) -> Path:
@@ -96,7 +97,7 @@ def segment(
     if mode not in ("2d", "3d"):
         raise ValueError(f"mode must be 'auto', '2d' or '3d', got {mode!r}")
     segmenter = segmenter or build_segmenter("litemedsam")
-    image = normalize(volume, modality=modality, window=window)
+    image = NormalizedSlices.of(volume, modality=modality, window=window)
     results, encoded = propagate(
         segmenter,
         image,

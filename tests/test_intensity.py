@@ -221,3 +221,18 @@ def test_describe_intensity(lung1):
     assert info["p0.5"] == float(np.percentile(lung1.array, 0.5))
     assert info["p99.5"] == float(np.percentile(lung1.array, 99.5))
     assert set(info) == {"dtype", "min", "max", "mean", "p0.5", "p99.5"}
+
+
+@pytest.mark.parametrize("case", ["lung1", "brain2"])
+def test_slices_normalised_on_demand_equal_the_whole_volume(case):
+    from promptseg.intensity import NormalizedSlices
+
+    from datafiles import image as case_image
+
+    volume = load_volume(case_image(case))
+    whole = normalize(volume)
+    lazy = NormalizedSlices.of(volume)
+    assert lazy.shape == whole.shape and len(lazy) == whole.shape[0]
+    for z in (0, whole.shape[0] // 2, whole.shape[0] - 1):
+        assert np.array_equal(lazy[z], whole[z])
+    assert np.array_equal(np.asarray(lazy), whole)
