@@ -3,8 +3,6 @@
 import functools
 import numpy as np
 
-from datafiles import CASE_DIRS as CASES
-from datafiles import DATA
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,6 +1,5 @@
 """The strict checkpoint loader: every layout users have, and every way a file can be wrong."""
 
-import pickle
 
 import pytest
 import torch

@@ -10,7 +10,8 @@ import pytest
 import promptseg
 from promptseg.cli import main
 
-from model_cache import CASES, case, litemedsam, middle_slice_box
+from datafiles import CASE_DIRS as CASES
+from model_cache import case, litemedsam, middle_slice_box
 
 BREAST = CASES["breast1"] / "breast1_image.nrrd"
 BREAST_LABEL = CASES["breast1"] / "breast1_label.nrrd"

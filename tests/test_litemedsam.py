@@ -8,7 +8,8 @@ from PIL import Image
 from promptseg.errors import CheckpointError, PromptError
 from promptseg.models.litemedsam import INPUT_SIZE, LiteMedSAM, bundled_checkpoint, resized_shape
 
-from model_cache import DATA, litemedsam
+from datafiles import DATA
+from model_cache import litemedsam
 
 
 def test_bundled_weights_are_loaded_in_place():

@@ -37,7 +37,7 @@ from PIL import Image
 
 from ..errors import PromptError
 from .base import Embedding, Prediction, Segmenter
-from .checkpoint import file_digest, load_weights
+from .checkpoint import load_weights
 
 log = logging.getLogger(__name__)
 

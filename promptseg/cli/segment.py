@@ -1,14 +1,10 @@
-"""The ``promptseg`` command line. Every subcommand is a thin wrapper over the library."""
+"""``promptseg segment``: box / point / line prompts -> a label map on the input grid."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from pathlib import Path
-from typing import Optional, Sequence
 
-from .errors import PromptsegError
+from .common import add_image_args, load_image
 
 EPILOG_SEGMENT = """\
 coordinates are voxel indices as in 3D Slicer's IJK: x = column, y = row, z = slice (0-based).
@@ -37,23 +33,8 @@ examples:
 """
 
 
-def _add_image_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="NIfTI, NRRD, MHA/MHD, DICOM folder or file, MedSAM .npz, PNG/JPG/TIFF")
-    p.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID, when a folder holds several series")
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="promptseg",
-        description="Promptable segmentation of medical images with Segment-Anything-family models. "
-        "Give a box, points or a line on one slice; get a 2D or 3D mask on the scan's own grid.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="run 'promptseg <command> --help' for the options of each command.\n"
-        "quick start: promptseg demo",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = parser.add_subparsers(dest="command", metavar="<command>")
-
+def register(sub) -> None:
     seg = sub.add_parser(
         "segment",
         help="segment objects from box / point / line prompts (2D or 3D)",
@@ -62,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_SEGMENT,
     )
-    _add_image_args(seg)
+    add_image_args(seg)
     seg.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D)")
     g = seg.add_argument_group("prompt (one object; use --prompts for several)")
     g.add_argument("--box", metavar="x0,y0,x1,y1", help="box corners on --slice")
@@ -100,35 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overlay", metavar="OUT.png", help="write a montage of the segmented slices with masks and prompts")
     out.add_argument("--reference", metavar="LABELS", help="a reference label map on the same grid: print the Dice per label")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
-    seg.set_defaults(func=cmd_segment)
+    seg.set_defaults(func=run)
 
-    info = sub.add_parser("info", help="print shape, spacing, orientation, modality and intensity range",
-                          description="Describe an image: grid, orientation, modality (and how it was found), intensities.")
-    _add_image_args(info)
-    info.set_defaults(func=cmd_info)
-
-    demo = sub.add_parser("demo", help="segment the bundled lung CT tumour with the bundled LiteMedSAM",
-                          description="Segment the lung tumour of the bundled real CT from one box on its middle "
-                          "slice, write the mask and an overlay PNG, and print the Dice against the expert mask.")
-    demo.add_argument("--output-dir", default="demo_output", help="where to write the outputs (default demo_output)")
-    demo.set_defaults(func=cmd_demo)
-
-    models = sub.add_parser("models", help="list the model backends", description="List the model backends.")
-    models.set_defaults(func=cmd_models)
-    return parser
-
-
-# ---------------------------------------------------------------------------
-def _load(args):
-    from .io import load_volume
-
-    return load_volume(args.image, series_uid=args.series)
 
 
 def _prompts_from_args(args, volume):
-    from .prompts import (make_object, parse_box, parse_box3d, parse_line, parse_point, parse_range,
+    from ..prompts import (make_object, parse_box, parse_box3d, parse_line, parse_point, parse_range,
                           load_prompt_file)
-    from .errors import PromptError
+    from ..errors import PromptError
 
     shape2d = volume.shape[1:]
     single = any([args.box, args.point, args.line, args.box3d, args.key_box])
@@ -178,16 +138,16 @@ def _prompts_from_args(args, volume):
     ]
 
 
-def cmd_segment(args) -> int:
-    from .intensity import resolve_window
-    from .io import load_labels
-    from .models import build_segmenter
-    from .overlay import save_overlay
-    from .prompts import validate
-    from .segmentation import dice, segment
-    from .stop_rule import StopRule
+def run(args) -> int:
+    from ..intensity import resolve_window
+    from ..io import load_labels
+    from ..models import build_segmenter
+    from ..overlay import save_overlay
+    from ..prompts import validate
+    from ..segmentation import dice, segment
+    from ..stop_rule import StopRule
 
-    volume = _load(args)
+    volume = load_image(args)
     prompts = _prompts_from_args(args, volume)
     for p in prompts:  # fail on bad prompts before loading the model
         validate(p, volume.shape)
@@ -219,73 +179,3 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def cmd_info(args) -> int:
-    from .intensity import describe_intensity, guess_modality
-
-    volume = _load(args)
-    z, y, x = volume.shape
-    print(f"file:        {args.image}")
-    print(f"size:        {x} x {y} x {z} voxels (x, y, z){' RGB' if volume.is_rgb else ''}; array (z, y, x) = {volume.array.shape}")
-    print("spacing:     " + " x ".join(f"{s:.6g}" for s in volume.spacing) + " mm (x, y, z)")
-    print("origin:      " + ", ".join(f"{o:.6g}" for o in volume.origin) + " mm")
-    print(f"orientation: {_orientation(volume)}  direction {[round(float(v), 6) for v in volume.direction.ravel()]}")
-    if volume.modality:
-        print(f"modality:    {volume.modality} (from the file)")
-    else:
-        print(f"modality:    {guess_modality(volume).upper()} (guessed from intensities; override with --modality)")
-    stats = describe_intensity(volume)
-    print("intensity:   " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
-    if volume.metadata.get("series_uid"):
-        print(f"series:      {volume.metadata['series_uid']}")
-    return 0
-
-
-def _orientation(volume) -> str:
-    """Three-letter code of the axes' directions (e.g. LPS, RAS), as ITK names it."""
-    import SimpleITK as sitk
-
-    try:
-        return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(volume.direction.ravel().tolist())
-    except Exception:  # pragma: no cover - non-orthogonal direction
-        return "oblique"
-
-
-def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    res = run_demo(args.output_dir)
-    print(f"prompt: box {tuple(int(v) for v in res.box)} on slice {res.prompt_slice}, no z-range")
-    print(f"segmented slices {res.slices}; expert mask on slices {res.reference_slices}")
-    print(f"wrote {res.mask_path}")
-    print(f"wrote {res.overlay_path}")
-    print(f"Dice vs expert mask: {res.dice:.3f}")
-    return 0
-
-
-def cmd_models(args) -> int:
-    from .models import MODELS
-
-    for spec in MODELS.values():
-        print(f"{spec.name}\n  {spec.description}\n  input {spec.input_size} px; {spec.normalisation}\n  weights: {spec.checkpoint}")
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except PromptsegError as exc:
-        print(f"promptseg: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("promptseg: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
