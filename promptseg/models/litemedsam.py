@@ -127,20 +127,45 @@ class LiteMedSAM(Segmenter):
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Slice ``(H, W)`` / ``(H, W, 3)`` uint8 -> model input ``(1, 3, 256, 256)`` float32 and ``(h, w)``."""
+        padded, size = self.prepare_slice(image)
+        return self.model_input(padded, size)[None], size
+
+    def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Resize the longest side to 256 and zero-pad bottom/right; stays uint8.
+
+        Returns ``(256, 256)`` (or ``(256, 256, 3)``) uint8 and the resized ``(h, w)``.
+        This is what :mod:`promptseg.training.prepare` stores.
+        """
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
         height, width = image.shape[:2]
         new_h, new_w = resized_shape(height, width, INPUT_SIZE)
         channels = [image] if image.ndim == 2 else [image[..., c] for c in range(3)]
-        resized = np.stack([self._resize(np.ascontiguousarray(ch), (new_h, new_w)) for ch in channels])
-        if resized.shape[0] == 1:
-            resized = np.repeat(resized, 3, axis=0)
-        resized = resized.astype(np.float32)
-        low, high = float(resized.min()), float(resized.max())
-        resized = (resized - low) / max(high - low, 1e-8)
-        padded = np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
-        padded[0, :, :new_h, :new_w] = resized
-        return padded, (new_h, new_w)
+        resized = np.stack([self._resize(np.ascontiguousarray(ch), (new_h, new_w)) for ch in channels], axis=-1)
+        padded = np.zeros((INPUT_SIZE, INPUT_SIZE, resized.shape[-1]), dtype=resized.dtype)
+        padded[:new_h, :new_w] = resized
+        return (padded[..., 0] if image.ndim == 2 else padded), (new_h, new_w)
+
+    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize + pad -> ``(256, 256)`` bool."""
+        height, width = mask.shape
+        new_h, new_w = resized_shape(height, width, INPUT_SIZE)
+        small = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((new_w, new_h), Image.NEAREST)) > 0
+        out = np.zeros((INPUT_SIZE, INPUT_SIZE), dtype=bool)
+        out[:new_h, :new_w] = small
+        return out
+
+    @staticmethod
+    def model_input(padded: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Prepared uint8 slice -> ``(3, 256, 256)`` float32: min-max of the resized area to [0, 1], 3 channels."""
+        new_h, new_w = size
+        area = padded[:new_h, :new_w].astype(np.float32)
+        if area.ndim == 2:
+            area = area[..., None]
+        low, high = float(area.min()), float(area.max())
+        out = np.zeros((3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        out[:, :new_h, :new_w] = np.moveaxis((area - low) / max(high - low, 1e-8), -1, 0)
+        return out
 
     def _resize(self, channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if channel.shape == size:

@@ -1,0 +1,411 @@
+"""``promptseg train``: the training loop, the same on 1 CPU, 1 GPU or many (torchrun DDP).
+
+Launch on several GPUs / nodes with torchrun (see docs/training.md)::
+
+    torchrun --nproc_per_node 4 -m promptseg.cli train --config cfg.yaml
+
+Each process reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` from torchrun's
+environment; the data are sharded with a seeded ``DistributedSampler``;
+gradients are averaged by ``DistributedDataParallel`` (NCCL on CUDA, gloo on
+CPU). Rank 0 validates, logs and writes checkpoints.
+
+Run folder (``logging.dir``)::
+
+    config.yaml     the resolved configuration
+    metrics.csv     epoch, step, train_loss, val_dice, lr, seconds
+    events.*        TensorBoard (``tensorboard --logdir <dir>``)
+    latest.pt       after every epoch: weights + everything needed to resume exactly
+    best.pt         the epoch with the best validation Dice
+Both ``.pt`` files load with ``promptseg segment --checkpoint``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import PromptsegError
+from ..io.atomic import atomic_path
+from .config import TrainConfig
+from .embedding_cache import EmbeddingCache
+from .prepare import read_manifest
+from .samples import TrainingSamples, collate
+from .split import read_split
+from .trainable import apply_trainable, base_network, frozen_parts, inference_state_dict
+
+CSV_FIELDS = ["epoch", "step", "train_loss", "val_dice", "lr", "seconds"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val_dice: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    encoded_for_cache: int = 0
+
+
+# ---------------------------------------------------------------------------
+# distributed helpers
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_distributed(device: torch.device) -> bool:
+    rank, world, _ = _dist_env()
+    if world <= 1:
+        return False
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _device(spec: str) -> torch.device:
+    _, world, local = _dist_env()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PromptsegError("train.device is cuda but no CUDA GPU is available")
+        if world > 1 and device.index is None:
+            device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    return device
+
+
+# ---------------------------------------------------------------------------
+def forward(net: torch.nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(low-res mask logits (B, 1, S, S), predicted IoU (B, 1))`` of a SAM-style network."""
+    if "embedding" in batch:
+        features = batch["embedding"].to(device)
+    else:
+        features = net.image_encoder(batch["image"].to(device))
+    boxes = batch["box"].to(device)
+    has_box = not torch.isnan(boxes).any()
+    points = None
+    if batch["points"].shape[1] > 0:
+        points = (batch["points"].to(device), batch["point_labels"].to(device))
+    sparse, dense = net.prompt_encoder(points=points, boxes=boxes[:, None, :] if has_box else None, masks=None)
+    low_res, iou = net.mask_decoder(
+        image_embeddings=features,
+        image_pe=net.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+    return low_res, iou
+
+
+class TrainModule(torch.nn.Module):
+    """Wraps the (possibly peft-wrapped) network so that ``forward(batch, device)`` is the
+    training forward -- the form ``DistributedDataParallel`` needs to synchronise gradients."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, device: torch.device):
+        return forward(base_network(self.model), batch, device)
+
+
+def _valid_region(batch: dict, shape: tuple[int, int], device) -> torch.Tensor:
+    """``(B, 1, S, S)`` 1 inside each sample's resized image, 0 in the padding."""
+    rows = torch.arange(shape[0], device=device)[None, :, None]
+    cols = torch.arange(shape[1], device=device)[None, None, :]
+    valid = batch["valid"].to(device)
+    return ((rows < valid[:, 0, None, None]) & (cols < valid[:, 1, None, None])).float()[:, None]
+
+
+def segmentation_loss(logits, iou_pred, target, weights) -> torch.Tensor:
+    """Dice (MONAI, sigmoid, squared) + BCE on the logits, optionally + MSE of the IoU head."""
+    from monai.losses import DiceLoss
+
+    loss = logits.new_zeros(())
+    if weights.dice:
+        loss = loss + weights.dice * DiceLoss(sigmoid=True, squared_pred=True, reduction="mean")(logits, target)
+    if weights.bce:
+        loss = loss + weights.bce * F.binary_cross_entropy_with_logits(logits, target)
+    if weights.iou_mse:
+        with torch.no_grad():
+            pred = logits > 0
+            inter = (pred & (target > 0.5)).flatten(1).sum(1).float()
+            union = (pred | (target > 0.5)).flatten(1).sum(1).float()
+            real_iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        loss = loss + weights.iou_mse * F.mse_loss(iou_pred[:, 0].float(), real_iou)
+    return loss
+
+
+def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    pred = (logits > 0).flatten(1).float()
+    ref = (target > 0.5).flatten(1).float()
+    total = pred.sum(1) + ref.sum(1)
+    return torch.where(total > 0, 2 * (pred * ref).sum(1) / total.clamp(min=1), torch.ones_like(total))
+
+
+def _lr_lambda(optim, steps_per_epoch: int, epochs: int):
+    total = max(1, steps_per_epoch * epochs)
+
+    def factor(step: int) -> float:
+        if optim.warmup_steps and step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "cosine":
+            progress = (step - optim.warmup_steps) / max(1, total - optim.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if optim.schedule == "step":
+            return optim.gamma ** ((step // max(1, steps_per_epoch)) // optim.step_size)
+        return 1.0
+
+    return factor
+
+
+class _Loggers:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, enabled: bool, resume: bool) -> None:
+        self.enabled, self.run_dir = enabled, run_dir
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        if cfg.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(run_dir))
+        if cfg.logging.wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise PromptsegError("logging.wandb_project is set but the wandb package is not installed") from None
+            self.wandb = wandb.init(project=cfg.logging.wandb_project, mode=cfg.logging.wandb_mode,
+                                    dir=str(run_dir), config=cfg.model_dump(mode="json"), resume="allow")
+        self.csv_path = run_dir / "metrics.csv"
+        if not resume or not self.csv_path.exists():
+            with open(self.csv_path, "w", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=CSV_FIELDS).writeheader()
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.csv_path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(row)
+        for key in ("train_loss", "val_dice", "lr"):
+            if row.get(key) is not None and row[key] == row[key]:
+                if self.tb is not None:
+                    self.tb.add_scalar(key, row[key], row["epoch"])
+        if self.tb is not None:
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in row.items() if v is not None}, step=row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _save(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _model_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segmenter=None,
+          stop_after_epoch: Optional[int] = None) -> TrainResult:
+    """Fine-tune a model as ``cfg`` says. See the module docstring for the outputs.
+
+    Args:
+        cfg: the validated configuration.
+        resume: continue from ``<logging.dir>/latest.pt`` (same config) exactly.
+        segmenter: an already-built starting model (default: built from ``cfg.model``).
+        stop_after_epoch: end after this epoch as if interrupted (tests of resume).
+    """
+    from ..models import build_segmenter
+
+    rank, world, _ = _dist_env()
+    device = _device(cfg.train.device)
+    distributed = _init_distributed(device)
+    is_main = rank == 0
+    torch.manual_seed(cfg.train.seed)
+    run_dir = Path(cfg.logging.dir)
+    latest = run_dir / "latest.pt"
+    if resume and not latest.is_file():
+        raise PromptsegError(f"--resume: no {latest} to resume from")
+    if not resume and latest.is_file():
+        raise PromptsegError(f"{run_dir} already holds a run (latest.pt); use --resume or another logging.dir")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            Path(tmp).write_text(cfg.to_yaml())
+
+    segmenter = segmenter or build_segmenter(cfg.model.name, checkpoint=cfg.model.checkpoint, runtime="torch")
+    net = segmenter.net.to(device)
+    model = apply_trainable(net, cfg.trainable, cfg.lora)
+    frozen = frozen_parts(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise PromptsegError("nothing to train: the trainable section selects no parameter")
+
+    info, rows = read_manifest(cfg.data.prepared)
+    if info.get("model") != segmenter.name or int(info.get("input_size", -1)) != segmenter.input_size:
+        raise PromptsegError(
+            f"{cfg.data.prepared} was prepared for {info.get('model')} ({info.get('input_size')} px), "
+            f"not {segmenter.name} ({segmenter.input_size} px): run 'promptseg prepare --model {segmenter.name}'"
+        )
+    cases = sorted({r["case"] for r in rows})
+    sets = read_split(cfg.data.split, cfg.data.fold) if cfg.data.split else {"train": cases, "val": [], "test": []}
+    unknown = sorted(set(sets["train"]) - set(cases))
+    if unknown:
+        raise PromptsegError(f"split names cases that are not in {cfg.data.prepared}: {', '.join(unknown[:5])}")
+
+    cache, encoded = None, 0
+    base = base_network(model)
+    if "image_encoder" in frozen and cfg.train.cache_embeddings:
+        if is_main:
+            cache, encoded = EmbeddingCache.build(cfg.data.prepared, sorted(set(sets["train"]) | set(sets["val"])),
+                                                  base.image_encoder, segmenter.model_input, device, progress)
+        if distributed:
+            torch.distributed.barrier()
+        if not is_main:
+            cache, _ = EmbeddingCache.build(cfg.data.prepared, [], base.image_encoder, segmenter.model_input, device, False)
+    train_rows = [r for r in rows if r["case"] in set(sets["train"])]
+    val_rows = [r for r in rows if r["case"] in set(sets["val"])]
+    train_set = TrainingSamples(cfg.data.prepared, train_rows, segmenter.model_input, cfg.prompts, cfg.train.seed, True, cache)
+    val_set = TrainingSamples(cfg.data.prepared, val_rows, segmenter.model_input, cfg.prompts, cfg.train.seed, False, cache)
+    if len(train_set) == 0:
+        raise PromptsegError("no training sample: check the split and the prompt mode (empty slices train only with fixed-box)")
+    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=cfg.train.seed, drop_last=False) if distributed else None
+    generator = torch.Generator()
+    loader_kwargs = dict(batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.train.num_workers)
+
+    module = TrainModule(model)
+    if distributed:
+        module = torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas)
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / world) / cfg.train.batch_size / cfg.optim.accumulate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim, steps_per_epoch, cfg.train.epochs))
+    amp_dtype = None
+    if device.type == "cuda" and cfg.optim.amp != "off":
+        amp_dtype = torch.bfloat16 if cfg.optim.amp == "bf16" or (cfg.optim.amp == "auto" and torch.cuda.is_bf16_supported()) else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start_epoch, step, best, best_epoch, history, stale = 0, 0, -1.0, -1, [], 0
+    if resume:
+        state = torch.load(latest, map_location="cpu", weights_only=True)["train_state"]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        best, best_epoch, history, stale = state["best"], state["best_epoch"], state["history"], state["stale"]
+
+    loggers = _Loggers(cfg, run_dir, is_main, resume)
+    net = base_network(model)
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            t0 = time.perf_counter()
+            train_set.set_epoch(epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+                loader = torch.utils.data.DataLoader(train_set, sampler=sampler, **loader_kwargs)
+            else:
+                generator.manual_seed(cfg.train.seed * 1_000_003 + epoch)
+                loader = torch.utils.data.DataLoader(train_set, shuffle=True, generator=generator, **loader_kwargs)
+            module.train()
+            for part in frozen:
+                getattr(net, part).eval()
+            losses = []
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
+                       disable=not (progress and is_main))
+            optimizer.zero_grad(set_to_none=True)
+            for i, batch in enumerate(bar):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits, iou = module(batch, device)
+                    valid = _valid_region(batch, logits.shape[-2:], device)
+                    target = batch["mask"].to(device)
+                    loss = segmentation_loss(logits.float() * valid - 1e4 * (1 - valid), iou, target, cfg.loss)
+                scaler.scale(loss / cfg.optim.accumulate).backward()
+                losses.append(float(loss.detach()))
+                if (i + 1) % cfg.optim.accumulate == 0 or i + 1 == len(loader):
+                    if cfg.optim.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    step += 1
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                    if cfg.train.max_steps and step >= cfg.train.max_steps:
+                        break
+            train_loss = float(np.mean(losses)) if losses else float("nan")
+            if distributed:
+                t = torch.tensor([train_loss], device=device)
+                torch.distributed.all_reduce(t)
+                train_loss = float(t) / world
+            val_dice = evaluate_samples(net, val_set, device, cfg.train.batch_size) if (is_main and len(val_set)) else float("nan")
+            row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice,
+                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)}
+            history.append(row)
+            improved = val_dice == val_dice and val_dice > best
+            if improved or (val_dice != val_dice and best < 0):
+                best, best_epoch, stale = (val_dice if val_dice == val_dice else best), epoch, 0
+            else:
+                stale += 1
+            if is_main:
+                loggers.log(row)
+                weights = inference_state_dict(model)
+                meta = {"epoch": epoch, "val_dice": val_dice, "model_name": cfg.model.name,
+                        "config": cfg.model_dump(mode="json")}
+                if improved:
+                    _save(run_dir / "best.pt", {"model": weights, **meta})
+                _save(latest, {"model": weights, **meta, "train_state": {
+                    "model": _model_state(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                    "best": best, "best_epoch": best_epoch, "history": history, "stale": stale}})
+            if distributed:
+                torch.distributed.barrier()
+            if cfg.train.max_steps and step >= cfg.train.max_steps:
+                break
+            if cfg.train.early_stopping and stale >= cfg.train.early_stopping:
+                break
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                break
+    finally:
+        loggers.close()
+    if is_main and not (run_dir / "best.pt").exists() and latest.exists():
+        # no validation set: the last epoch is the best we know
+        payload = torch.load(latest, map_location="cpu", weights_only=True)
+        payload.pop("train_state", None)
+        _save(run_dir / "best.pt", payload)
+    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded)
+
+
+@torch.no_grad()
+def evaluate_samples(net: torch.nn.Module, samples: TrainingSamples, device: torch.device, batch_size: int = 8) -> float:
+    """Mean Dice (model-input grid, padding excluded) of ``net`` on deterministic prompts."""
+    was_training = net.training
+    net.eval()
+    loader = torch.utils.data.DataLoader(samples, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    scores = []
+    for batch in loader:
+        logits, _ = forward(net, batch, device)
+        valid = _valid_region(batch, logits.shape[-2:], device)
+        logits = logits.float() * valid - 1e4 * (1 - valid)
+        scores.append(_dice(logits, batch["mask"].to(device)).cpu())
+    net.train(was_training)
+    return float(torch.cat(scores).mean()) if scores else float("nan")
