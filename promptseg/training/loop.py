@@ -387,12 +387,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
                 break
     finally:
         loggers.close()
+    if distributed:
+        _record_rank_agreement(model, run_dir, rank, world)
     if is_main and not (run_dir / "best.pt").exists() and latest.exists():
         # no validation set: the last epoch is the best we know
         payload = torch.load(latest, map_location="cpu", weights_only=True)
         payload.pop("train_state", None)
         _save(run_dir / "best.pt", payload)
     return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded)
+
+
+def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, world: int) -> None:
+    """Gather every rank's weight digest; rank 0 writes them to ``ddp_ranks.json`` (they must be equal)."""
+    import json
+
+    from .embedding_cache import module_digest
+
+    digests: list = [None] * world
+    torch.distributed.all_gather_object(digests, module_digest(base_network(model), length=64))
+    if rank == 0:
+        with atomic_path(run_dir / "ddp_ranks.json") as tmp:
+            Path(tmp).write_text(json.dumps({"world_size": world, "weight_digests": digests}, indent=2))
+        if len(set(digests)) != 1:
+            raise PromptsegError(f"DDP ranks ended with different weights: {digests}")
 
 
 @torch.no_grad()

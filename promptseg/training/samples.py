@@ -22,7 +22,7 @@ another embedding) mirror the resized image area left-right and/or up-down.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
