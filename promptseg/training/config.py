@@ -66,8 +66,9 @@ class LoraSection(_Section):
     rank: int = Field(default=8, ge=1)
     alpha: float = Field(default=16.0, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    #: module-name patterns (peft ``target_modules``): regex matched against full names
-    target_modules: list[str] = Field(default_factory=lambda: [r"mask_decoder\..*(q_proj|k_proj|v_proj|out_proj)"])
+    #: regular expression matched against full module names (peft ``target_modules``); the default
+    #: adapts the attention projections of the mask decoder's two-way transformer
+    target_modules: str = r".*mask_decoder\.transformer\..*\.(q_proj|k_proj|v_proj|out_proj)"
 
 
 class LossSection(_Section):

@@ -293,7 +293,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
 
     module = TrainModule(model)
     if distributed:
-        module = torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        # single-mask decoding leaves the other mask tokens' hypernetworks without gradients
+        module = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / world) / cfg.train.batch_size / cfg.optim.accumulate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim, steps_per_epoch, cfg.train.epochs))
