@@ -398,7 +398,7 @@ def load_prompt_file(path: str | Path, image_shape: Optional[tuple[int, int]] = 
     """Read a JSON prompt file (see ``docs/prompts.md``)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PromptError(f"prompt file not found: {path}") from None
     except json.JSONDecodeError as exc:

@@ -296,7 +296,7 @@ def md_tables(text: str) -> dict[str, list[list[str]]]:
 
 
 def test_report_tables_have_the_right_numbers(report, runs):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert report.name == "report.md"
     (runs_table,) = md_tables(text)["run"][:1]
     header, body = runs_table[0], runs_table[1:]
@@ -325,7 +325,7 @@ def test_report_tables_have_the_right_numbers(report, runs):
 
 
 def test_report_best_worst_and_montages(report, runs):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     tables = md_tables(text)
     best_m1, best_m2, best_synth1, best_synth2, best_sweep = tables["best"]
     dices = runs["dices"]
@@ -344,7 +344,7 @@ def test_report_best_worst_and_montages(report, runs):
 
 
 def test_report_links_are_relative_and_exist(report, tmp_path):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     links = re.findall(r"\]\(([^)]+)\)", text)
     pngs = [link for link in links if link.endswith(".png")]
     assert {"figures/heatmap_dice.png", "figures/boxplots_dice.png", "figures/boxplots_nsd.png",
@@ -357,13 +357,13 @@ def test_report_links_are_relative_and_exist(report, tmp_path):
         assert (moved / link).is_file(), link
     for link in set(pngs):
         assert_png(report.parent / link)
-    html = (report.parent / "report.html").read_text()
+    html = (report.parent / "report.html").read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and '<img src="figures/heatmap_dice.png"' in html
     assert "http" not in html
 
 
 def test_report_dataset_overview(report, runs):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     (overview,) = md_tables(text)["dataset"]
     h = overview[0]
     rows = {r[0]: r for r in overview[1:]}
@@ -380,7 +380,7 @@ def test_report_dataset_overview(report, runs):
 def test_report_inside_a_run_folder_and_without_montages(runs):
     out = runs["synth_m1"] / "report"
     path = build_report([runs["synth_m1"], runs["synth_m1"]], out, best_worst=0)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert path == out / "report.md" and "Best and worst" not in text and "Prompt sweeps" not in text
     assert (out / "figures" / "heatmap_dice.png").is_file()
     assert len(md_tables(text)["run"][0]) == 2     # the same folder twice counts once

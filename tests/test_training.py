@@ -53,9 +53,18 @@ def test_config_defaults_overrides_and_errors_name_the_key(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_quickstart_config_is_valid():
-    cfg = load_config(REPO / "examples" / "configs" / "quickstart.yaml")
-    assert cfg.model.name == "litemedsam" and cfg.trainable.mode == "parts"
+@pytest.mark.parametrize("name", ["quickstart", "lora", "full", "fixed-box-layers"])
+def test_example_configs_are_valid(name):
+    cfg = load_config(REPO / "examples" / "configs" / f"{name}.yaml")
+    assert cfg.model.name == "litemedsam"
+    assert cfg.data.prepared == (REPO / "work" / "prepared").resolve()
+    if name == "fixed-box-layers":
+        from promptseg.training.trainable import apply_trainable
+
+        net = _fresh().net
+        apply_trainable(net, cfg.trainable)
+        trained = [n for n, p in net.named_parameters() if p.requires_grad]
+        assert trained and all(n.startswith("mask_decoder.") for n in trained)
 
 
 # ---------------------------------------------------------------------------
@@ -208,6 +217,18 @@ def test_lora_trains_only_adapters_and_exports_merged_weights(heldout):
     from promptseg.models.litemedsam import LiteMedSAM
 
     LiteMedSAM(checkpoint=heldout / "lora" / "latest.pt", runtime="torch")
+
+
+def test_wandb_offline_logging(heldout):
+    pytest.importorskip("wandb")
+    from promptseg.training.loop import train
+
+    cfg = _cfg(heldout, "wandb", "train.epochs=1", "logging.wandb_project=promptseg-test", "logging.wandb_mode=offline",
+               "train.max_steps=1")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    train(cfg, progress=False, segmenter=_fresh())
+    runs = list((heldout / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(heldout):

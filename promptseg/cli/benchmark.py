@@ -111,7 +111,7 @@ def run(args) -> int:
 
     rows = read_metrics(out)
     if sweep:  # summary.json lists the settings in sweep order
-        print(format_table(json.loads((out / "summary.json").read_text())))
+        print(format_table(json.loads((out / "summary.json").read_text(encoding="utf-8"))))
     else:
         print(format_table(summarize(rows, by=("label",))))
     print(f"{len(rows)} rows over {len({r['case'] for r in rows})} case(s); wrote {out}/ (metrics.csv, summary.json, "

@@ -343,7 +343,7 @@ def _prepare_run_dir(out: Path, config: dict, overwrite: bool) -> dict:
         _clear_run(out)
     elif run_file.is_file():
         try:
-            old = json.loads(run_file.read_text())
+            old = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise BenchmarkError(f"{run_file}: cannot read ({exc}); use --overwrite to start over") from None
         normalised = json.loads(_json(config))
@@ -442,7 +442,7 @@ def _unit_done(out: Path, setting: Setting, case_id: str) -> Optional[dict]:
             and setting.path(out, "prompts", case_id, ".json").is_file()):
         return None
     try:
-        return json.loads(record.read_text())
+        return json.loads(record.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
 

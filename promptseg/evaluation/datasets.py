@@ -205,7 +205,7 @@ def merge_label_names(cases: list[Case]) -> dict[int, str]:
 def _nnunet_label_names(path: Path) -> dict[int, str]:
     """Label names from an nnU-Net-style ``dataset.json`` (v1 or v2), background dropped."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read ({exc})") from None
     labels = doc.get("labels") if isinstance(doc, dict) else None
@@ -395,7 +395,7 @@ def _load_csv(path: Path) -> Dataset:
 
 def _load_json(path: Path) -> Dataset:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:

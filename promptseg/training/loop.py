@@ -189,13 +189,13 @@ class _Loggers:
                                     dir=str(run_dir), config=cfg.model_dump(mode="json"), resume="allow")
         self.csv_path = run_dir / "metrics.csv"
         if not resume or not self.csv_path.exists():
-            with open(self.csv_path, "w", newline="") as handle:
+            with open(self.csv_path, "w", newline="", encoding="utf-8") as handle:
                 csv.DictWriter(handle, fieldnames=CSV_FIELDS).writeheader()
 
     def log(self, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.csv_path, "a", newline="") as handle:
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
             csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(row)
         for key in ("train_loss", "val_dice", "lr"):
             if row.get(key) is not None and row[key] == row[key]:
@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
-            Path(tmp).write_text(cfg.to_yaml())
+            Path(tmp).write_text(cfg.to_yaml(), encoding="utf-8")
 
     segmenter = segmenter or build_segmenter(cfg.model.name, checkpoint=cfg.model.checkpoint, runtime="torch")
     net = segmenter.net.to(device)
@@ -409,7 +409,7 @@ def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, wor
     torch.distributed.all_gather_object(digests, module_digest(base_network(model), length=64))
     if rank == 0:
         with atomic_path(run_dir / "ddp_ranks.json") as tmp:
-            Path(tmp).write_text(json.dumps({"world_size": world, "weight_digests": digests}, indent=2))
+            Path(tmp).write_text(json.dumps({"world_size": world, "weight_digests": digests}, indent=2), encoding="utf-8")
         if len(set(digests)) != 1:
             raise PromptsegError(f"DDP ranks ended with different weights: {digests}")
 

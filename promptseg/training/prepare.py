@@ -196,7 +196,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
             counts["samples"] += 1
             counts["empty_samples"] += int(label == 0)
     with atomic_path(out_dir / "manifest.csv") as tmp:
-        with open(tmp, "w", newline="") as handle:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
@@ -211,7 +211,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
         "created": dt.datetime.now().isoformat(timespec="seconds"),
     }
     with atomic_path(out_dir / "prepare.json") as tmp:
-        Path(tmp).write_text(json.dumps(info, indent=2))
+        Path(tmp).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return out_dir
 
 
@@ -219,8 +219,8 @@ def read_manifest(prepared: Path) -> tuple[dict, list[dict]]:
     """``(prepare.json, manifest rows)`` of a prepared folder."""
     prepared = Path(prepared)
     try:
-        info = json.loads((prepared / "prepare.json").read_text())
-        with open(prepared / "manifest.csv", newline="") as handle:
+        info = json.loads((prepared / "prepare.json").read_text(encoding="utf-8"))
+        with open(prepared / "manifest.csv", newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError as exc:
         raise PromptsegError(f"{prepared} is not a prepared folder (missing {Path(exc.filename).name}); run 'promptseg prepare'") from None

@@ -71,7 +71,7 @@ def _count(fraction: float, n: int) -> int:
 def write_split(split: dict, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(split, indent=2))
+        Path(tmp).write_text(json.dumps(split, indent=2), encoding="utf-8")
     return path
 
 
@@ -79,7 +79,7 @@ def read_split(path: str | Path, fold: Optional[int] = None) -> dict[str, list[s
     """``{"train": [...], "val": [...], "test": [...]}`` from a split file (``fold`` for k-fold files)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PromptsegError(f"split file not found: {path}") from None
     except json.JSONDecodeError as exc:
