@@ -33,8 +33,11 @@ def _same(a, b):
         lambda sd: {"state_dict": sd, "optimizer": {}},
         lambda sd: {f"module.{k}": v for k, v in sd.items()},
         lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}},
+        lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 2,
+                    "pytorch-lightning_version": "2.6.6"},
+        lambda sd: {"state_dict": {f"net.sam.{k}": v for k, v in sd.items()}},
     ],
-    ids=["plain", "model", "state_dict", "module-prefix", "model+module"],
+    ids=["plain", "model", "state_dict", "module-prefix", "model+module", "lightning", "lightning-nested"],
 )
 def test_accepted_layouts_load_exactly(tmp_path, trained, wrap):
     path = tmp_path / "w.pth"

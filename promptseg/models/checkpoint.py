@@ -7,7 +7,10 @@ Accepted layouts (what users actually have on disk):
   (promptseg's own training checkpoints, MedSAM/SAM2 training scripts,
   PyTorch Lightning);
 * keys prefixed by ``"module."`` (saved from ``DataParallel`` /
-  ``DistributedDataParallel``).
+  ``DistributedDataParallel``) or, in Lightning checkpoints, by the attribute
+  name of the wrapped network (``"model."``, ``"net."``, ``"sam."``...): when the
+  model's own keys are known, a prefix shared by every checkpoint key and by
+  none of the model's is stripped.
 
 Whatever the layout, the keys must match the model exactly: missing keys,
 unexpected keys and shape mismatches raise :class:`CheckpointError` naming them.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping, Optional
 
 import torch
 
@@ -55,12 +58,13 @@ def read_checkpoint(path: str | Path) -> object:
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
 
 
-def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def extract_state_dict(obj: object, source: str = "checkpoint", expected: Optional[Iterable[str]] = None) -> dict[str, torch.Tensor]:
     """Find the state dict inside a loaded checkpoint and normalise its keys.
 
     Args:
         obj: what :func:`read_checkpoint` returned.
         source: name used in error messages (usually the file path).
+        expected: the target model's keys, to strip wrapper prefixes (Lightning).
     """
     if isinstance(obj, Mapping):
         for key in WRAPPER_KEYS:
@@ -80,6 +84,21 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, tor
     for prefix in STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    if expected is not None:
+        state = _strip_wrapper_prefix(state, set(expected))
+    return state
+
+
+def _strip_wrapper_prefix(state: dict, expected: set) -> dict:
+    """Drop leading ``name.`` segments shared by every key while the keys do not match ``expected``."""
+    while state and not set(state) & expected:
+        first = {k.split(".", 1)[0] for k in state}
+        if len(first) != 1 or not all("." in k for k in state):
+            break
+        prefix = first.pop() + "."
+        if any(k.startswith(prefix) for k in expected):
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
@@ -125,7 +144,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> str:
         CheckpointError: unreadable file, no state dict, or any key/shape mismatch.
     """
     obj = read_checkpoint(path)
-    state = extract_state_dict(obj, source=str(path))
+    state = extract_state_dict(obj, source=str(path), expected=model.state_dict().keys())
     check_state_dict(model, state, source=str(path))
     model.load_state_dict(state, strict=True)
     return file_digest(path)
