@@ -106,3 +106,48 @@ class Segmenter(ABC):
 
     def describe(self) -> str:
         return f"{self.name} (input {self.input_size} px)"
+
+    # -- fine-tuning hooks (promptseg.training) ------------------------------
+    # A backend that can be fine-tuned also provides ``net`` (the torch module whose
+    # parameters train, with ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``
+    # children), ``prepare_slice``, ``prepare_mask`` and ``model_input`` (see
+    # LiteMedSAM), and may override :meth:`train_forward`.
+
+    def train_forward(self, net, batch: dict, device) -> tuple[Any, Any]:
+        """Differentiable forward of a training batch.
+
+        Args:
+            net: the module being trained (``self.net`` or a LoRA-injected copy).
+            batch: ``"image"`` ``(B, 3, S, S)`` model inputs or ``"embedding"``
+                (cached encoder outputs), ``"box"`` ``(B, 4)`` in model-input pixels
+                (NaN when there is no box), ``"points"`` ``(B, P, 2)`` and
+                ``"point_labels"`` ``(B, P)``.
+
+        Returns:
+            ``(logits (B, 1, S, S) on the model-input grid, predicted IoU (B, 1))``.
+        """
+        return sam_style_train_forward(net, batch, device)
+
+
+def sam_style_train_forward(net, batch: dict, device) -> tuple[Any, Any]:
+    """Training forward of a SAM-style network whose mask decoder takes one prompt per image
+    and returns masks on the model-input grid (LiteMedSAM: 256 px in, 256 px masks out)."""
+    import torch
+
+    if "embedding" in batch:
+        features = batch["embedding"].to(device)
+    else:
+        features = net.image_encoder(batch["image"].to(device))
+    boxes = batch["box"].to(device)
+    has_box = not torch.isnan(boxes).any()
+    points = None
+    if batch["points"].shape[1] > 0:
+        points = (batch["points"].to(device), batch["point_labels"].to(device))
+    sparse, dense = net.prompt_encoder(points=points, boxes=boxes[:, None, :] if has_box else None, masks=None)
+    return net.mask_decoder(
+        image_embeddings=features,
+        image_pe=net.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )

@@ -86,38 +86,17 @@ def _device(spec: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------------
-def forward(net: torch.nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(low-res mask logits (B, 1, S, S), predicted IoU (B, 1))`` of a SAM-style network."""
-    if "embedding" in batch:
-        features = batch["embedding"].to(device)
-    else:
-        features = net.image_encoder(batch["image"].to(device))
-    boxes = batch["box"].to(device)
-    has_box = not torch.isnan(boxes).any()
-    points = None
-    if batch["points"].shape[1] > 0:
-        points = (batch["points"].to(device), batch["point_labels"].to(device))
-    sparse, dense = net.prompt_encoder(points=points, boxes=boxes[:, None, :] if has_box else None, masks=None)
-    low_res, iou = net.mask_decoder(
-        image_embeddings=features,
-        image_pe=net.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
-    return low_res, iou
-
-
 class TrainModule(torch.nn.Module):
     """Wraps the (possibly peft-wrapped) network so that ``forward(batch, device)`` is the
     training forward -- the form ``DistributedDataParallel`` needs to synchronise gradients."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, segmenter) -> None:
         super().__init__()
         self.model = model
+        self._train_forward = segmenter.train_forward
 
     def forward(self, batch: dict, device: torch.device):
-        return forward(base_network(self.model), batch, device)
+        return self._train_forward(base_network(self.model), batch, device)
 
 
 def _valid_region(batch: dict, shape: tuple[int, int], device) -> torch.Tensor:
@@ -291,7 +270,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     generator = torch.Generator()
     loader_kwargs = dict(batch_size=cfg.train.batch_size, collate_fn=collate, num_workers=cfg.train.num_workers)
 
-    module = TrainModule(model)
+    module = TrainModule(model, segmenter)
     if distributed:
         # single-mask decoding leaves the other mask tokens' hypernetworks without gradients
         module = torch.nn.parallel.DistributedDataParallel(
@@ -359,7 +338,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
                 t = torch.tensor([train_loss], device=device)
                 torch.distributed.all_reduce(t)
                 train_loss = float(t) / world
-            val_dice = evaluate_samples(net, val_set, device, cfg.train.batch_size) if (is_main and len(val_set)) else float("nan")
+            val_dice = (evaluate_samples(net, val_set, device, cfg.train.batch_size, segmenter.train_forward)
+                        if (is_main and len(val_set)) else float("nan"))
             row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice,
                    "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)}
             history.append(row)
@@ -415,14 +395,22 @@ def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, wor
 
 
 @torch.no_grad()
-def evaluate_samples(net: torch.nn.Module, samples: TrainingSamples, device: torch.device, batch_size: int = 8) -> float:
-    """Mean Dice (model-input grid, padding excluded) of ``net`` on deterministic prompts."""
+def evaluate_samples(net: torch.nn.Module, samples: TrainingSamples, device: torch.device, batch_size: int = 8,
+                     train_forward=None) -> float:
+    """Mean Dice (model-input grid, padding excluded) of ``net`` on deterministic prompts.
+
+    ``train_forward`` is the backend's :meth:`~promptseg.models.base.Segmenter.train_forward`
+    (default: the SAM-style one).
+    """
+    from ..models.base import sam_style_train_forward
+
+    train_forward = train_forward or sam_style_train_forward
     was_training = net.training
     net.eval()
     loader = torch.utils.data.DataLoader(samples, batch_size=batch_size, shuffle=False, collate_fn=collate)
     scores = []
     for batch in loader:
-        logits, _ = forward(net, batch, device)
+        logits, _ = train_forward(net, batch, device)
         valid = _valid_region(batch, logits.shape[-2:], device)
         logits = logits.float() * valid - 1e4 * (1 - valid)
         scores.append(_dice(logits, batch["mask"].to(device)).cpu())
