@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import PromptError
+from .errors import ModelError, PromptError
 from .intensity import NormalizedSlices
 from .models import Segmenter, build_segmenter
 from .prompts import ObjectPrompt, check_unique_labels, validate
@@ -65,6 +65,7 @@ def segment(
     window: Optional[tuple[float, float] | str] = None,
     stop_rule: Optional[StopRule] = None,
     progress: bool = False,
+    propagation: str = "chain",
 ) -> SegmentationResult:
     """Segment the prompted objects of ``volume``.
 
@@ -80,6 +81,9 @@ def segment(
         stop_rule: parameters of the automatic 3D stop (objects with a z-range or
             key slices do not use it).
         progress: show a progress bar.
+        propagation: ``"chain"`` (the previous slice's mask prompts the next slice; every
+            backend) or ``"memory"`` (SAM2-family video propagation with a memory bank of
+            earlier slices; backends that list it in ``promptseg models``).
 
     Raises:
         PromptError: a prompt does not fit the volume, or labels repeat.
@@ -96,18 +100,27 @@ def segment(
         mode = "3d" if volume.num_slices > 1 else "2d"
     if mode not in ("2d", "3d"):
         raise ValueError(f"mode must be 'auto', '2d' or '3d', got {mode!r}")
+    if propagation not in ("chain", "memory"):
+        raise ValueError(f"propagation must be 'chain' or 'memory', got {propagation!r}")
     segmenter = segmenter or build_segmenter("litemedsam")
     image = NormalizedSlices.of(volume, modality=modality, window=window)
-    results, encoded = propagate(
-        segmenter,
-        image,
-        prompts,
-        spacing_xy=(volume.spacing[0], volume.spacing[1]),
-        slice_thickness=volume.spacing[2],
-        mode=mode,
-        stop_rule=stop_rule,
-        progress=progress,
-    )
+    if propagation == "memory" and mode == "3d":
+        memory = getattr(segmenter, "propagate_memory", None)
+        if memory is None:
+            raise ModelError(f"model {segmenter.name} has no memory propagation; use propagation='chain' "
+                             "(CLI: --propagation chain) or a SAM2-family model")
+        results, encoded = memory(image, prompts, progress=progress)
+    else:
+        results, encoded = propagate(
+            segmenter,
+            image,
+            prompts,
+            spacing_xy=(volume.spacing[0], volume.spacing[1]),
+            slice_thickness=volume.spacing[2],
+            mode=mode,
+            stop_rule=stop_rule,
+            progress=progress,
+        )
     labels = compose_labels(results, volume.shape)
     label_volume = volume.with_array(labels, modality=None)
     label_volume.metadata = {"source": volume.metadata.get("source"), "kind": "labels"}

@@ -219,6 +219,16 @@ def test_lora_trains_only_adapters_and_exports_merged_weights(heldout):
     LiteMedSAM(checkpoint=heldout / "lora" / "latest.pt", runtime="torch")
 
 
+def test_early_stopping_ends_when_validation_stops_improving(heldout):
+    from promptseg.training.loop import train
+
+    # a learning rate too small to change any prediction: validation Dice is flat after epoch 0
+    result = train(_cfg(heldout, "early", "train.epochs=6", "train.early_stopping=2", "optim.lr=1e-12"),
+                   progress=False, segmenter=_fresh())
+    assert result.epochs_run == 3 and result.best_epoch == 0
+    assert len(set(round(h["val_dice"], 6) for h in result.history)) == 1
+
+
 def test_wandb_offline_logging(heldout):
     pytest.importorskip("wandb")
     from promptseg.training.loop import train

