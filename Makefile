@@ -12,10 +12,12 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-torch.txt
+$(STAMP): pyproject.toml requirements-torch.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-torch.txt
+	# sam2 builds against the torch above (no CUDA extension): see the sam2 README
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation "sam2>=1.1"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
