@@ -22,7 +22,6 @@ The JSON prompt file (``--prompts FILE.json``) is documented in
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,13 +395,9 @@ def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = 
 
 def load_prompt_file(path: str | Path, image_shape: Optional[tuple[int, int]] = None) -> list[ObjectPrompt]:
     """Read a JSON prompt file (see ``docs/prompts.md``)."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"prompt file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise PromptError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    from .io.jsonfile import read_json
+
+    doc = read_json(path, "prompt file", PromptError)
     return parse_prompt_document(doc, image_shape=image_shape, source=str(path))
 
 

@@ -426,3 +426,15 @@ def test_cli(runs, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert "promptseg report runs/" in capsys.readouterr().out
+
+
+def test_load_split_reads_promptseg_split_files(tmp_path):
+    from promptseg.training.split import split_cases, write_split
+
+    path = write_split(split_cases(["a", "b", "c", "d", "e"], seed=1), tmp_path / "split.json")
+    sets = json.loads(path.read_text(encoding="utf-8"))
+    expected = {c: name for name in ("train", "val", "test") for c in sets[name]}
+    assert fig.load_split(path) == expected
+    folds = write_split(split_cases([str(i) for i in range(6)], (0.8, 0.0, 0.2), k=2), tmp_path / "folds.json")
+    mapping = fig.load_split(folds)
+    assert set(mapping) == {str(i) for i in range(6)} and set(mapping.values()) <= {"train", "val", "test"}

@@ -34,7 +34,6 @@ sweep of :func:`promptseg.evaluation.benchmark.run_benchmark`.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import PromptsegError
+from ..io.jsonfile import read_json
 from ..io.common import SUPPORTED_IMAGE_SUFFIXES, format_suffix
 
 #: (images, labels) sub-folder pairs a dataset folder may hold, in the order they are looked for.
@@ -204,10 +204,7 @@ def merge_label_names(cases: list[Case]) -> dict[int, str]:
 
 def _nnunet_label_names(path: Path) -> dict[int, str]:
     """Label names from an nnU-Net-style ``dataset.json`` (v1 or v2), background dropped."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    doc = read_json(path, "dataset.json", DatasetError)
     labels = doc.get("labels") if isinstance(doc, dict) else None
     if labels is None:
         return {}
@@ -394,12 +391,7 @@ def _load_csv(path: Path) -> Dataset:
 
 
 def _load_json(path: Path) -> Dataset:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    doc = read_json(path, "manifest", DatasetError)
     name = path.stem
     default_names: dict[int, str] = {}
     if isinstance(doc, dict):

@@ -592,6 +592,12 @@ def load_split(path) -> dict[str, str]:
         raise PromptsegError(f"cannot read split file {path}: {error}") from None
     except json.JSONDecodeError as error:
         raise PromptsegError(f"split file {path} is not valid JSON: {error.msg} (line {error.lineno})") from None
+    if isinstance(data, dict) and data.get("unit") == "case":
+        # promptseg's own split file (promptseg split): read it the way training does
+        from ..training.split import read_split
+
+        sets = read_split(path, fold=0 if "folds" in data else None)
+        return {_case_key(case): name for name, cases in sets.items() for case in cases}
     if isinstance(data, list):
         if not data or not isinstance(data[0], dict):
             raise PromptsegError(f"split file {path}: a list must hold objects {{\"train\": [...], \"val\": [...]}}")

@@ -77,13 +77,10 @@ def write_split(split: dict, path: str | Path) -> Path:
 
 def read_split(path: str | Path, fold: Optional[int] = None) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...], "test": [...]}`` from a split file (``fold`` for k-fold files)."""
+    from ..io.jsonfile import read_json
+
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptsegError(f"split file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise PromptsegError(f"{path}: not valid JSON ({exc.msg})") from None
+    doc = read_json(path, "split file")
     if "folds" in doc:
         if fold is None:
             raise PromptsegError(f"{path} has {len(doc['folds'])} folds: choose one (data.fold / --fold)")
