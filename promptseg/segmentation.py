@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import ModelError, PromptError
+from .evaluation.metrics import dice  # noqa: F401  (promptseg.dice)
 from .intensity import NormalizedSlices
 from .models import Segmenter, build_segmenter
 from .prompts import ObjectPrompt, check_unique_labels, validate
@@ -125,10 +126,3 @@ def segment(
     label_volume = volume.with_array(labels, modality=None)
     label_volume.metadata = {"source": volume.metadata.get("source"), "kind": "labels"}
     return SegmentationResult(labels=label_volume, objects=results, image=image, encoded_slices=encoded)
-
-
-def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """Dice coefficient of two boolean masks of the same shape (1.0 when both are empty)."""
-    prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
-    total = prediction.sum() + reference.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(prediction, reference).sum() / total)

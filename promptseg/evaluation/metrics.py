@@ -175,6 +175,13 @@ def _surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing: list[float], to
     return float(nsd[0, 0]), float(hd95[0, 0])
 
 
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Dice coefficient of two masks of the same shape (non-zero = inside); 1.0 when both are empty."""
+    prediction, reference = np.asarray(prediction) != 0, np.asarray(reference) != 0
+    total = int(np.count_nonzero(prediction)) + int(np.count_nonzero(reference))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(prediction & reference)) / total
+
+
 def label_metrics(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -219,9 +226,8 @@ def label_metrics(
         return LabelMetrics(int(label), 1.0, 1.0, 0.0, **volumes)
     if n_pred == 0 or n_ref == 0:
         return LabelMetrics(int(label), 0.0, 0.0, math.inf, **volumes)
-    dice = 2.0 * int(np.count_nonzero(pred & ref)) / (n_pred + n_ref)
     nsd, hd95 = _surface_metrics(pred, ref, spacing, tolerance)
-    return LabelMetrics(int(label), dice, nsd, hd95, **volumes)
+    return LabelMetrics(int(label), dice(pred, ref), nsd, hd95, **volumes)
 
 
 def present_labels(*label_maps: np.ndarray) -> list[int]:
