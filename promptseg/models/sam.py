@@ -1,3 +1,548 @@
-"""SAM / MedSAM backends (being written)."""
+"""SAM and MedSAM backends: the upstream ``segment_anything`` model code, 1024 px input.
 
-SPECS: dict = {}
+Backends (``promptseg models`` lists them):
+
+==============  ==================  ==============================================
+name            upstream model      weights
+==============  ==================  ==============================================
+sam-vit-b       ``vit_b``           ``sam_vit_b_01ec64.pth`` (segment-anything)
+sam-vit-l       ``vit_l``           ``sam_vit_l_0b3195.pth`` (segment-anything)
+sam-vit-h       ``vit_h``           ``sam_vit_h_4b8939.pth`` (segment-anything)
+medsam-vit-b    ``vit_b``           ``medsam_vit_b.pth`` (bowang-lab/MedSAM)
+==============  ==================  ==============================================
+
+The network is built by ``segment_anything`` without weights and the checkpoint
+is loaded by promptseg's strict loader (:mod:`promptseg.models.checkpoint`):
+plain state dicts as released, ``{"model": ...}`` / ``{"state_dict": ...}``
+wrappers, ``module.`` and Lightning prefixes; any missing, unexpected or
+mis-shaped key is an error naming it. ``segment_anything``'s own loader is never
+used.
+
+Each family keeps the pre-processing its weights were trained with:
+
+SAM (``segment_anything.SamPredictor``)
+    the uint8 RGB slice is resized so its longest side is 1024 px
+    (``ResizeLongestSide``: new side ``int(side * 1024 / longest + 0.5)``,
+    Pillow bilinear through torchvision), normalised per channel with
+    ``(x - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]`` and zero-padded
+    at the bottom and right to 1024 x 1024. Boxes and points are scaled by
+    ``new_w / W`` and ``new_h / H``. The 256 x 256 mask logits are bilinearly
+    up-sampled to 1024, cropped to the resized area and resized to the slice
+    (``Sam.postprocess_masks``); ``> 0`` is inside.
+MedSAM (``MedSAM_Inference.py``)
+    the slice is resized to 1024 x 1024 whatever its aspect ratio (scikit-image
+    ``resize(order=3, preserve_range=True, anti_aliasing=True)`` then ``uint8``;
+    reproduced here with SciPy, see :func:`medsam_resize`), min-max scaled to
+    [0, 1] over the resized image and fed to the image encoder as is -- no pixel
+    mean / std, no padding. Boxes are scaled by ``1024 / W`` and ``1024 / H``. The
+    sigmoid of the 256 x 256 logits is bilinearly resized to the slice and
+    thresholded at 0.5; promptseg returns ``logit`` of that probability, so
+    ``> 0`` gives exactly MedSAM's mask.
+
+Prompts: a box, points, or both (MedSAM was trained with boxes only: points
+work but are SAM's untuned point embeddings). A single point is ambiguous, so
+the decoder then proposes three masks and the one with the best predicted IoU
+is kept (``score``); every other prompt decodes one mask.
+
+Chaining (:meth:`SamSegmenter.box_from_mask`): SAM was trained with boxes
+perturbed by zero-mean noise around the tight box, so the tight box of the
+previous mask is used as is; MedSAM's boxes were grown outwards by a random
+0-20 px per side on its 1024 grid, so the tight box is grown by 10 px (the mean
+of that jitter) on the 1024 grid. ``box_margin=`` overrides both.
+
+This module stays cheap to import (``promptseg models`` reads :data:`SPECS`):
+torch and ``segment_anything`` are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .base import Embedding, Prediction, Segmenter
+
+log = logging.getLogger(__name__)
+
+#: side of the square model input of every SAM / MedSAM variant, pixels
+INPUT_SIZE = 1024
+#: SAM's per-channel normalisation of uint8 RGB (``Sam.pixel_mean`` / ``pixel_std``)
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+#: the segment-anything README's download links
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
+MEDSAM_URL = "https://drive.google.com/drive/folders/1ETWmi4AiniJeWOt6HAsYgTjYv_fkgzoN"
+
+
+@dataclass(frozen=True)
+class ViTSize:
+    """Size of a SAM image encoder (``ImageEncoderViT``); everything else is fixed.
+
+    Attributes:
+        embed_dim: channels of the ViT tokens.
+        depth: number of transformer blocks.
+        num_heads: attention heads per block.
+        global_attn_indexes: blocks with global (not 14 x 14 windowed) attention.
+    """
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+
+
+#: the upstream sizes (``segment_anything.build_sam``)
+VIT_SIZES = {
+    "vit_b": ViTSize(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": ViTSize(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": ViTSize(1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered backend of this family.
+
+    Attributes:
+        name: registry name.
+        vit: ``segment_anything.sam_model_registry`` key (``vit_b`` / ``vit_l`` / ``vit_h``).
+        normalisation: ``"sam"`` or ``"medsam"`` (see the module docstring).
+        checkpoint_file: the released file name.
+        source: where to get it.
+        box_margin: default margin, in 1024-grid pixels, of :meth:`SamSegmenter.box_from_mask`.
+        automatic: automatic mask generation is offered (see :mod:`promptseg.automatic`).
+        description: one line for ``promptseg models``.
+    """
+
+    name: str
+    vit: str
+    normalisation: str
+    checkpoint_file: str
+    source: str
+    box_margin: float
+    automatic: bool
+    description: str
+
+    @property
+    def checkpoint_text(self) -> str:
+        return f"{self.checkpoint_file} from {self.source}"
+
+
+def _sam_variant(vit: str, file: str, size: str) -> Variant:
+    return Variant(
+        name=f"sam-{vit.replace('_', '-')}", vit=vit, normalisation="sam", checkpoint_file=file,
+        source=f"{SAM_URL.format(file=file)} (segment-anything README, 'Model Checkpoints')",
+        box_margin=0.0, automatic=True,
+        description=f"Segment Anything {size} (Meta, natural images); boxes, points, automatic masks",
+    )
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        _sam_variant("vit_b", "sam_vit_b_01ec64.pth", "ViT-B, 91M parameters"),
+        _sam_variant("vit_l", "sam_vit_l_0b3195.pth", "ViT-L, 308M parameters"),
+        _sam_variant("vit_h", "sam_vit_h_4b8939.pth", "ViT-H, 636M parameters"),
+        Variant(
+            name="medsam-vit-b", vit="vit_b", normalisation="medsam", checkpoint_file="medsam_vit_b.pth",
+            source=f"the Google Drive folder linked in the MedSAM README (github.com/bowang-lab/MedSAM): {MEDSAM_URL}",
+            box_margin=10.0, automatic=False,
+            description="MedSAM (SAM ViT-B fine-tuned on 1.5M medical image-mask pairs); trained with box prompts",
+        ),
+    )
+}
+
+_NORMALISATION_TEXT = {
+    "sam": "RGB, longest side to 1024 (bilinear), (x - mean) / std per channel "
+    "(mean 123.675,116.28,103.53; std 58.395,57.12,57.375), pad bottom/right",
+    "medsam": "resize to 1024 x 1024 (cubic spline, aspect ratio not kept), min-max to [0, 1], "
+    "3 channels, no mean/std, no padding",
+}
+
+
+# ---------------------------------------------------------------------------
+# network
+def build_sam_network(vit: str | ViTSize = "vit_b"):
+    """An upstream ``segment_anything.modeling.Sam`` with random weights, in eval mode.
+
+    Args:
+        vit: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (the released sizes) or a
+            :class:`ViTSize` -- e.g. a tiny encoder for tests. The prompt encoder,
+            mask decoder and the 1024 px input are SAM's whatever the size, and the
+            state-dict keys follow the same layout.
+    """
+    from segment_anything.build_sam import _build_sam
+
+    size = VIT_SIZES[vit] if isinstance(vit, str) else vit
+    return _build_sam(
+        encoder_embed_dim=size.embed_dim,
+        encoder_depth=size.depth,
+        encoder_num_heads=size.num_heads,
+        encoder_global_attn_indexes=list(size.global_attn_indexes),
+        checkpoint=None,
+    )
+
+
+# ---------------------------------------------------------------------------
+# MedSAM's resize
+def medsam_resize(channel: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """One ``(H, W)`` uint8 channel -> ``(size, size)`` uint8, as MedSAM's inference resizes.
+
+    MedSAM calls ``skimage.transform.resize(img, (1024, 1024), order=3,
+    preserve_range=True, anti_aliasing=True)`` and casts to ``uint8``. That is: a
+    Gaussian pre-filter with ``sigma = max(0, (H / size - 1) / 2)`` per axis
+    (only when down-sampling; ``mirror`` boundary), cubic-spline zoom with
+    pixel-area grid alignment (``scipy.ndimage.zoom(..., order=3, mode="mirror",
+    grid_mode=True)``), clipping to the input's value range, and truncation to
+    ``uint8``. Done here with SciPy, so scikit-image is not needed.
+    """
+    from scipy import ndimage
+
+    if channel.ndim != 2:
+        raise ValueError(f"expected one (H, W) channel, got shape {channel.shape}")
+    image = channel.astype(np.float64)
+    height, width = channel.shape
+    sigma = [max(0.0, (height / size - 1) / 2), max(0.0, (width / size - 1) / 2)]
+    if any(s > 0 for s in sigma):
+        image = ndimage.gaussian_filter(image, sigma, mode="mirror", cval=0.0)
+    out = ndimage.zoom(image, (size / height, size / width), order=3, mode="mirror", cval=0.0, grid_mode=True)
+    if out.shape != (size, size):  # pragma: no cover - zoom rounds the shape from the factors
+        raise RuntimeError(f"zoom gave {out.shape}, expected {(size, size)}")
+    np.clip(out, float(channel.min()), float(channel.max()), out=out)
+    return out.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------
+class SamSegmenter(Segmenter):
+    """SAM or MedSAM (upstream ``segment_anything`` code) as a :class:`~promptseg.models.base.Segmenter`.
+
+    Args:
+        checkpoint: weights file (required: no weights are bundled).
+        variant: a key of :data:`VARIANTS` (``"sam-vit-b"``, ..., ``"medsam-vit-b"``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        runtime: image-encoder runtime, see :mod:`promptseg.models.runtime`.
+            ``"auto"`` (default) is eager torch: measured on ViT-B at 1024 px, the
+            exported runtimes are not worth their export (see docs/models.md).
+        vit: encoder size override (a :class:`ViTSize`), for small test models;
+            default the variant's upstream size.
+        box_margin: margin, in 1024-grid pixels, that :meth:`box_from_mask` adds
+            per side; default the variant's (SAM 0, MedSAM 10).
+
+    Attributes:
+        net: the upstream ``Sam`` module (``image_encoder`` / ``prompt_encoder`` /
+            ``mask_decoder``), in eval mode.
+        weights_digest: first 16 hex digits of the checkpoint file's SHA-256.
+    """
+
+    input_size = INPUT_SIZE
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        variant: str = "sam-vit-b",
+        device: str = "cpu",
+        runtime: str = "auto",
+        vit: Optional[ViTSize] = None,
+        box_margin: Optional[float] = None,
+    ) -> None:
+        from ..errors import CheckpointError, ModelError
+        from .checkpoint import load_weights
+        from .litemedsam import resolve_device
+
+        if variant not in VARIANTS:
+            raise ModelError(f"unknown SAM variant {variant!r}; available: {', '.join(VARIANTS)}")
+        self.variant = VARIANTS[variant]
+        self.name = variant
+        if checkpoint is None:
+            raise CheckpointError(f"model {variant} needs weights: --checkpoint FILE ({self.variant.checkpoint_text})")
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise CheckpointError(f"checkpoint not found: {self.checkpoint} ({variant} expects {self.variant.checkpoint_text})")
+        self.device = resolve_device(device)
+        self.normalisation = self.variant.normalisation
+        self.box_margin = float(self.variant.box_margin if box_margin is None else box_margin)
+        self.net = build_sam_network(vit if vit is not None else self.variant.vit)
+        self.weights_digest = load_weights(self.net, self.checkpoint)
+        self.net.eval().to(self.device)
+        if int(self.net.image_encoder.img_size) != INPUT_SIZE:  # pragma: no cover - fixed upstream
+            raise ModelError(f"{variant}: expected a {INPUT_SIZE} px encoder")
+        self.runtime_kind = runtime
+        self._encoder = None
+        self._warned_points = False
+
+    # -- properties used by promptseg.automatic -------------------------------
+    @property
+    def supports_automatic(self) -> bool:
+        """Whether SAM's automatic mask generation suits these weights (SAM yes, MedSAM no)."""
+        return self.variant.automatic
+
+    # -- encoder --------------------------------------------------------------
+    @property
+    def encoder(self):
+        """Callable ``(N, 3, 1024, 1024) float32 -> (N, 256, 64, 64) float32`` (numpy), built on first use."""
+        if self._encoder is None:
+            self._encoder = self._build_encoder()
+        return self._encoder
+
+    def _build_encoder(self):
+        from .runtime import build_encoder_runtime
+
+        kind = "torch" if self.runtime_kind == "auto" else self.runtime_kind
+        return build_encoder_runtime(
+            self.net.image_encoder, input_size=INPUT_SIZE, kind=kind,
+            cache_key=f"{self.name}-{self.weights_digest}-{INPUT_SIZE}", device=self.device,
+        )
+
+    # -- pre-processing -------------------------------------------------------
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of a ``(height, width)`` slice inside the 1024 model input."""
+        if self.normalisation == "medsam":
+            return INPUT_SIZE, INPUT_SIZE
+        scale = INPUT_SIZE / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Resize (and for SAM zero-pad bottom/right) a slice to the 1024 grid; stays uint8.
+
+        Args:
+            image: ``(H, W)`` or ``(H, W, 3)`` uint8 (intensity-normalised).
+
+        Returns:
+            ``(1024, 1024)`` or ``(1024, 1024, 3)`` uint8 and the resized ``(h, w)``
+            (MedSAM: always ``(1024, 1024)``). A grey slice stays one channel (SAM's
+            RGB input is that channel repeated). This is what
+            :mod:`promptseg.training.prepare` stores.
+        """
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 slice (see promptseg.normalize), got {image.dtype}")
+        if self.normalisation == "medsam":
+            channels = [image] if image.ndim == 2 else [image[..., c] for c in range(3)]
+            resized = np.stack([medsam_resize(np.ascontiguousarray(ch)) for ch in channels], axis=-1)
+            return (resized[..., 0] if image.ndim == 2 else resized), (INPUT_SIZE, INPUT_SIZE)
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        resized = ResizeLongestSide(INPUT_SIZE).apply_image(np.ascontiguousarray(image))
+        new_h, new_w = resized.shape[:2]
+        if (new_h, new_w) != self.resized_size(*image.shape[:2]):  # pragma: no cover - same formula upstream
+            raise RuntimeError(f"resize gave {(new_h, new_w)}")
+        padded = np.zeros((INPUT_SIZE, INPUT_SIZE) + image.shape[2:], dtype=np.uint8)
+        padded[:new_h, :new_w] = resized
+        return padded, (new_h, new_w)
+
+    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize (+ pad) -> ``(1024, 1024)`` bool."""
+        from PIL import Image
+
+        new_h, new_w = self.resized_size(*mask.shape)
+        small = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((new_w, new_h), Image.NEAREST)) > 0
+        out = np.zeros((INPUT_SIZE, INPUT_SIZE), dtype=bool)
+        out[:new_h, :new_w] = small
+        return out
+
+    def model_input(self, padded: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Prepared uint8 slice -> ``(3, 1024, 1024)`` float32 encoder input.
+
+        SAM: ``(x - mean) / std`` per RGB channel on the resized ``(h, w)`` area, 0 in
+        the padding (SAM pads after normalising). MedSAM: ``(x - min) / max(max - min,
+        1e-8)`` over the whole 1024 x 1024 x 3 image, computed in float64 as MedSAM does.
+        """
+        new_h, new_w = size
+        area = padded[:new_h, :new_w]
+        if area.ndim == 2:
+            area = np.repeat(area[..., None], 3, axis=-1)
+        if self.normalisation == "medsam":
+            low, high = area.min(), area.max()
+            scaled = (area - low) / np.clip(high - low, 1e-8, None)
+            return np.ascontiguousarray(np.moveaxis(scaled, -1, 0), dtype=np.float32)
+        mean = np.asarray(SAM_PIXEL_MEAN, dtype=np.float32)
+        std = np.asarray(SAM_PIXEL_STD, dtype=np.float32)
+        out = np.zeros((3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        out[:, :new_h, :new_w] = np.moveaxis((area.astype(np.float32) - mean) / std, -1, 0)
+        return out
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode one slice: ``(H, W)`` / ``(H, W, 3)`` uint8 -> features ``(1, 256, 64, 64)``."""
+        import torch
+
+        padded, size = self.prepare_slice(image)
+        batch = self.model_input(padded, size)[None]
+        features = torch.from_numpy(np.ascontiguousarray(self.encoder(batch))).to(self.device)
+        return Embedding(features=features, original_size=tuple(int(v) for v in image.shape[:2]), input_size=size)
+
+    # -- prompts and masks ----------------------------------------------------
+    def transform_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Slice pixels ``(..., 2)`` of ``(x, y)`` -> 1024-grid pixels (float64).
+
+        SAM: ``x * new_w / W``, ``y * new_h / H`` (``ResizeLongestSide.apply_coords``);
+        MedSAM: ``x / W * 1024``, ``y / H * 1024`` (``MedSAM_Inference.py``).
+        """
+        height, width = original_size
+        coords = np.array(coords, dtype=np.float64)
+        if self.normalisation == "medsam":
+            return coords / np.array([width, height], dtype=np.float64) * INPUT_SIZE
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        return ResizeLongestSide(INPUT_SIZE).apply_coords(coords, original_size)
+
+    def postprocess(self, low_res, embedding: Embedding):
+        """Decoder logits ``(B, C, 256, 256)`` -> ``(B, C, H, W)`` float32 logits on the slice.
+
+        SAM: ``Sam.postprocess_masks`` (up-sample to 1024, crop the resized area,
+        resize to the slice). MedSAM: ``logit(resize(sigmoid(low_res)))``, so
+        ``> 0`` is exactly MedSAM's ``probability > 0.5`` (probabilities clipped to
+        ``[1e-12, 1 - 1e-12]``, i.e. logits within +-27.6).
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if self.normalisation == "medsam":
+            prob = F.interpolate(torch.sigmoid(low_res), size=embedding.original_size, mode="bilinear", align_corners=False)
+            prob = prob.double().clamp(1e-12, 1 - 1e-12)
+            return (torch.log(prob) - torch.log1p(-prob)).float()
+        return self.net.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+
+    def decode(
+        self,
+        embedding: Embedding,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """Segment one object: prompt encoder + mask decoder as ``SamPredictor.predict``
+        (single-mask output, three masks for a lone point) -> ``(H, W)`` logits and predicted IoU."""
+        import torch
+
+        from ..errors import PromptError
+
+        if box is None and points is None:
+            raise PromptError("a prompt needs a box or at least one point")
+        if box is None and self.normalisation == "medsam" and not self._warned_points:
+            self._warned_points = True
+            log.warning("MedSAM was trained with box prompts only; a prompt of points alone rarely gives a "
+                        "useful mask with it -- prefer a box or a line (points work as refinements of a box)")
+        size = embedding.original_size
+        with torch.inference_mode():
+            boxes_t = None
+            if box is not None:
+                corners = self.transform_coords(np.asarray(box, dtype=np.float64).reshape(2, 2), size).reshape(1, 4)
+                boxes_t = torch.as_tensor(corners, dtype=torch.float, device=self.device)[None]
+            points_t = None
+            if points is not None:
+                pts = self.transform_coords(np.asarray(points, dtype=np.float64).reshape(-1, 2), size)
+                labels = np.ones(len(pts)) if point_labels is None else np.asarray(point_labels).reshape(-1)
+                points_t = (
+                    torch.as_tensor(pts, dtype=torch.float, device=self.device)[None],
+                    torch.as_tensor(labels, dtype=torch.int, device=self.device)[None],
+                )
+            sparse, dense = self.net.prompt_encoder(points=points_t, boxes=boxes_t, masks=None)
+            # a single point is ambiguous (part / whole / larger structure): let SAM
+            # propose three masks and keep the one with the best predicted IoU
+            multimask = box is None and points_t is not None and points_t[0].shape[1] == 1
+            low_res, iou = self.net.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=self.net.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+            best = int(torch.argmax(iou[0])) if multimask else 0
+            logits = self.postprocess(low_res[:, best : best + 1], embedding)
+        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]))
+
+    def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
+        """The tight box of ``mask`` grown by :attr:`box_margin` 1024-grid pixels per side
+        (SAM: 0, MedSAM: 10), clipped to the slice; ``(x0, y0, x1, y1)`` in slice pixels."""
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            raise ValueError("box_from_mask needs a non-empty mask")
+        height, width = mask.shape
+        rows, cols = np.nonzero(mask)
+        x0, x1, y0, y1 = float(cols.min()), float(cols.max()), float(rows.min()), float(rows.max())
+        if self.box_margin:
+            new_h, new_w = self.resized_size(height, width)
+            mx, my = self.box_margin * width / new_w, self.box_margin * height / new_h
+            x0, y0 = max(0.0, x0 - mx), max(0.0, y0 - my)
+            x1, y1 = min(width - 1.0, x1 + mx), min(height - 1.0, y1 + my)
+        return (x0, y0, x1, y1)
+
+    # -- fine-tuning ----------------------------------------------------------
+    def train_forward(self, net, batch: dict, device):
+        """Differentiable forward of a training batch on the 1024 grid.
+
+        ``segment_anything``'s mask decoder pairs one image with all prompts given
+        (it repeats the image embedding per prompt), so the batch is decoded
+        sample by sample: image ``i`` with prompt ``i``. Single-mask output.
+
+        Args:
+            net: the ``Sam`` being trained (``self.net`` or a LoRA-injected copy).
+            batch: ``"image"`` ``(B, 3, 1024, 1024)`` (see :meth:`model_input`) or
+                ``"embedding"`` ``(B, 256, 64, 64)``; ``"box"`` ``(B, 4)`` in 1024-grid
+                pixels (NaN: no box); ``"points"`` ``(B, P, 2)``, ``"point_labels"`` ``(B, P)``.
+
+        Returns:
+            ``(logits (B, 1, 1024, 1024), predicted IoU (B, 1))``: the 256 px decoder
+            logits bilinearly up-sampled to the model input, as MedSAM trains.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if "embedding" in batch:
+            features = batch["embedding"].to(device)
+        else:
+            features = net.image_encoder(batch["image"].to(device))
+        boxes = batch["box"].to(device)
+        has_box = not torch.isnan(boxes).any()
+        has_points = batch["points"].shape[1] > 0
+        points, point_labels = batch["points"].to(device), batch["point_labels"].to(device)
+        image_pe = net.prompt_encoder.get_dense_pe()
+        low_res, ious = [], []
+        for i in range(features.shape[0]):
+            sparse, dense = net.prompt_encoder(
+                points=(points[i : i + 1], point_labels[i : i + 1]) if has_points else None,
+                boxes=boxes[i : i + 1, None, :] if has_box else None,
+                masks=None,
+            )
+            low, iou = net.mask_decoder(
+                image_embeddings=features[i : i + 1], image_pe=image_pe,
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+            )
+            low_res.append(low)
+            ious.append(iou)
+        logits = F.interpolate(torch.cat(low_res), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return logits, torch.cat(ious)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device})"
+
+
+# ---------------------------------------------------------------------------
+# registry
+def _builder(variant: str):
+    def build(checkpoint=None, device="cpu", **kwargs) -> SamSegmenter:
+        return SamSegmenter(checkpoint=checkpoint, variant=variant, device=device, **kwargs)
+
+    build.__name__ = f"build_{variant.replace('-', '_')}"
+    return build
+
+
+def _spec(variant: Variant):
+    from .spec import ModelSpec
+
+    return ModelSpec(
+        name=variant.name,
+        description=variant.description,
+        input_size=INPUT_SIZE,
+        normalisation=_NORMALISATION_TEXT[variant.normalisation],
+        checkpoint=variant.checkpoint_text,
+        build=_builder(variant.name),
+        needs_checkpoint=True,
+        propagation=("chain",),
+    )
+
+
+SPECS = {name: _spec(v) for name, v in VARIANTS.items()}

@@ -1,3 +1,629 @@
-"""SAM2 / SAM2.1 / MedSAM2 backends (being written)."""
+"""SAM2, SAM2.1 and MedSAM2 backends, built from the configs shipped inside the ``sam2`` package.
 
-SPECS: dict = {}
+Backends (``promptseg models``):
+
+==========================  ==========================================  =====  ==========================
+name                        packaged hydra config                       input  checkpoint
+==========================  ==========================================  =====  ==========================
+``sam2-hiera-tiny``         ``configs/sam2/sam2_hiera_t.yaml``          1024   ``sam2_hiera_tiny.pt``
+``sam2-hiera-small``        ``configs/sam2/sam2_hiera_s.yaml``          1024   ``sam2_hiera_small.pt``
+``sam2-hiera-base-plus``    ``configs/sam2/sam2_hiera_b+.yaml``         1024   ``sam2_hiera_base_plus.pt``
+``sam2-hiera-large``        ``configs/sam2/sam2_hiera_l.yaml``          1024   ``sam2_hiera_large.pt``
+``sam2.1-hiera-*``          ``configs/sam2.1/sam2.1_hiera_{t,s,b+,l}``  1024   ``sam2.1_hiera_*.pt``
+``medsam2``                 ``configs/sam2.1/sam2.1_hiera_t.yaml``      512    ``MedSAM2_latest.pt``
+                            with ``image_size=512``
+==========================  ==========================================  =====  ==========================
+
+The network is the upstream ``SAM2VideoPredictor`` (a ``SAM2Base``) instantiated
+with random weights from the packaged config, with the settings upstream's
+``build_sam2_video_predictor`` applies (dynamic multimask fall-back, binarised
+masks from clicks in the memory encoder, 8-pixel hole filling when sam2's CUDA
+extension is built -- without it upstream skips hole filling with a warning on
+every slice, so we switch it off with one log line instead). The weights are then
+loaded by promptseg's strict loader, never by upstream's ``_load_checkpoint``.
+
+Checkpoints (:func:`load_sam2_weights`): a plain state dict, ``{"model": ...}``
+(SAM2's and MedSAM2's own format), ``{"state_dict": ...}``, Lightning-style
+prefixes, ``module.`` prefixes, and promptseg's fine-tuned checkpoints (the
+training view's keys, see :class:`SAM2TrainingView`). SAM2.1 checkpoints hold
+three tensors SAM2 ones lack (:data:`SAM21_ONLY_KEYS`); the Hiera size is read
+from the trunk's width and block count. A checkpoint of the other generation or
+another size is refused with a message naming the backend to use instead
+(auto-selection is impossible in general: MedSAM2 and SAM2.1-tiny checkpoints
+have identical keys and shapes, only the input size differs).
+
+Pre-processing (both follow upstream exactly, and differ from each other as
+upstream's two predictors do):
+
+* 2D (:meth:`SAM2Segmenter.embed`, as ``SAM2ImagePredictor.set_image``): the
+  uint8 slice (grey repeated to 3 channels) / 255, resized to a square
+  ``S x S`` (aspect ratio *not* kept) with antialiased bilinear interpolation,
+  minus ImageNet mean, divided by ImageNet std;
+* memory propagation (:mod:`promptseg.models.sam2_memory`, as the video
+  predictor's frame loader): the slice as an RGB image resized to ``S x S`` with
+  Pillow's bicubic filter, / 255, ImageNet mean / std.
+
+Coordinates map to the model grid by ``x * S / W`` and ``y * S / H``; mask
+logits come from the decoder's ``S/4`` grid, bilinearly resized to the slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: tensors only SAM2.1 checkpoints hold (no-object spatial embedding and the projection of
+#: the object pointers' temporal encoding); SAM2 checkpoints hold none of them
+SAM21_ONLY_KEYS = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias")
+#: Hiera trunk width (``patch_embed`` channels) and block count of each released size
+HIERA_SIZES = {"tiny": (96, 12), "small": (96, 16), "base-plus": (112, 24), "large": (144, 48)}
+_TRUNK_WIDTH_KEY = "image_encoder.trunk.patch_embed.proj.weight"
+_TRUNK_BLOCK_PREFIX = "image_encoder.trunk.blocks."
+
+SAM2_DOWNLOAD = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
+SAM21_DOWNLOAD = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+MEDSAM2_DOWNLOAD = "https://huggingface.co/wanglab/MedSAM2 (bowang-lab/MedSAM2 on GitHub)"
+
+#: what upstream's ``build_sam2_video_predictor(apply_postprocessing=True)`` adds to every config
+_POSTPROCESSING = (
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+    "++model.binarize_mask_from_pts_for_mem_enc=true",
+)
+_FILL_HOLE_AREA = 8
+_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class SAM2Variant:
+    """One SAM2-family backend.
+
+    Attributes:
+        name: registry name.
+        family: ``"sam2"`` or ``"sam2.1"`` (which tensors the checkpoint holds).
+        size: Hiera size, a key of :data:`HIERA_SIZES`.
+        config: hydra config name inside the ``sam2`` package.
+        image_size: side of the square model input, pixels.
+        checkpoint_file: the file users download.
+        source: where to download it.
+        overrides: hydra overrides applied on top of the packaged config.
+    """
+
+    name: str
+    family: str
+    size: str
+    config: str
+    image_size: int
+    checkpoint_file: str
+    source: str
+    overrides: tuple[str, ...] = field(default=())
+    description: str = ""
+
+
+def _variants() -> dict[str, SAM2Variant]:
+    short = {"tiny": "t", "small": "s", "base-plus": "b+", "large": "l"}
+    out = {}
+    for family, folder, prefix, source in (("sam2", "sam2", "sam2_hiera", SAM2_DOWNLOAD),
+                                           ("sam2.1", "sam2.1", "sam2.1_hiera", SAM21_DOWNLOAD)):
+        for size in HIERA_SIZES:
+            name = f"{family}-hiera-{size}"
+            file = f"{prefix}_{size.replace('-', '_')}.pt"
+            out[name] = SAM2Variant(
+                name=name, family=family, size=size, config=f"configs/{folder}/{prefix}_{short[size]}.yaml",
+                image_size=1024, checkpoint_file=file, source=source + file,
+                description=f"{'SAM 2.1' if family == 'sam2.1' else 'SAM 2'} (Meta), Hiera-{size} image encoder",
+            )
+    # MedSAM2 (bowang-lab): SAM2.1 Hiera-tiny fine-tuned at 512 px (its config
+    # sam2.1_hiera_t512.yaml = the packaged tiny config with image_size 512; the RoPE
+    # feature size only pre-computes what the attention recomputes for 32 x 32 anyway)
+    out["medsam2"] = SAM2Variant(
+        name="medsam2", family="sam2.1", size="tiny", config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        image_size=512, checkpoint_file="MedSAM2_latest.pt", source=MEDSAM2_DOWNLOAD,
+        overrides=("++model.image_size=512",
+                   "++model.memory_attention.layer.self_attention.feat_sizes=[32,32]",
+                   "++model.memory_attention.layer.cross_attention.feat_sizes=[32,32]"),
+        description="MedSAM2 (bowang-lab): SAM 2.1 Hiera-tiny fine-tuned on 3D medical images and videos, 512 px",
+    )
+    return out
+
+
+VARIANTS: dict[str, SAM2Variant] = _variants()
+
+
+# ---------------------------------------------------------------------------
+# building the upstream network
+def _sam2_extension_built() -> bool:
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_warned_no_extension = False
+
+
+def build_network(variant: SAM2Variant, hydra_overrides: Sequence[str] = ()):
+    """The upstream ``SAM2VideoPredictor`` for ``variant``, random weights, on the CPU, eval mode.
+
+    Args:
+        variant: the backend.
+        hydra_overrides: extra hydra overrides (e.g. smaller architectures for tests,
+            ``"++model.image_encoder.trunk.stages=[1,1,2,1]"``).
+
+    Raises:
+        ModelError: the ``sam2`` package is missing or cannot build the config.
+    """
+    global _warned_no_extension
+    from ..errors import ModelError
+
+    try:
+        import sam2  # noqa: F401  (initialises hydra with sam2's packaged configs)
+        from hydra import compose
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+    except ImportError as exc:
+        raise ModelError(
+            f"model {variant.name} needs the sam2 package ({exc}); install it built against your torch: "
+            "SAM2_BUILD_CUDA=0 pip install --no-build-isolation 'sam2>=1.1'"
+        ) from None
+    fill = _FILL_HOLE_AREA
+    if not _sam2_extension_built():
+        fill = 0
+        if not _warned_no_extension:
+            _warned_no_extension = True
+            log.info("sam2 was built without its CUDA extension: 8-pixel hole filling of memory-propagated "
+                     "masks is off (upstream skips it too, with a warning on every slice)")
+    overrides = ["++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor", *_POSTPROCESSING,
+                 f"++model.fill_hole_area={fill}", *variant.overrides, *hydra_overrides]
+    try:
+        cfg = compose(config_name=variant.config, overrides=overrides)
+        OmegaConf.resolve(cfg)
+        model = instantiate(cfg.model, _recursive_=True)
+    except Exception as exc:  # hydra raises many types; one line says which config failed
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot build {variant.name} from sam2's {variant.config}: {first}") from None
+    if not hasattr(model, "_run_single_frame_inference") or not hasattr(model, "propagate_in_video_preflight"):
+        raise ModelError("promptseg's SAM2 memory propagation needs sam2 >= 1.1 (per-object inference state)")
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+@dataclass(frozen=True)
+class Architecture:
+    """What a SAM2 state dict says about its model: generation and Hiera trunk."""
+
+    family: str  # "sam2", "sam2.1" or "unknown"
+    width: Optional[int]
+    blocks: int
+
+    @property
+    def size(self) -> Optional[str]:
+        for name, shape in HIERA_SIZES.items():
+            if shape == (self.width, self.blocks):
+                return name
+        return None
+
+    def describe(self) -> str:
+        family = {"sam2": "SAM2", "sam2.1": "SAM2.1"}.get(self.family, "SAM2-family")
+        trunk = f"Hiera-{self.size}" if self.size else f"Hiera with {self.blocks} blocks of width {self.width}"
+        return f"{family} {trunk}"
+
+
+def detect_architecture(state) -> Architecture:
+    """Generation (from :data:`SAM21_ONLY_KEYS`) and trunk (width, blocks) of a SAM2 state dict."""
+    keys = set(state)
+    present = [k for k in SAM21_ONLY_KEYS if k in keys]
+    family = "sam2.1" if len(present) == len(SAM21_ONLY_KEYS) else "sam2" if not present else "unknown"
+    width = int(state[_TRUNK_WIDTH_KEY].shape[0]) if _TRUNK_WIDTH_KEY in keys else None
+    blocks = {k[len(_TRUNK_BLOCK_PREFIX):].split(".", 1)[0] for k in keys if k.startswith(_TRUNK_BLOCK_PREFIX)}
+    return Architecture(family, width, len(blocks))
+
+
+def _suggest(arch: Architecture) -> str:
+    if arch.family in ("sam2", "sam2.1") and arch.size:
+        name = f"{arch.family}-hiera-{arch.size}"
+        if name == "sam2.1-hiera-tiny":
+            return f"--model {name} (or medsam2 for MedSAM2 weights, 512 px)"
+        return f"--model {name}"
+    return "the backend it was trained as"
+
+
+def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) -> str:
+    """Load a checkpoint into the upstream SAM2 ``model`` strictly; return its SHA-256 digest prefix.
+
+    Args:
+        model: from :func:`build_network`.
+        path: the checkpoint (any layout the module docstring lists).
+        variant: the backend (named in error messages).
+        view: the model's :class:`SAM2TrainingView`, to read promptseg's fine-tuned checkpoints.
+
+    Raises:
+        CheckpointError: unreadable file, no state dict, SAM2 vs SAM2.1 or Hiera size
+            mismatch (naming the backend to use), or any missing / unexpected / mis-shaped key.
+    """
+    from ..errors import CheckpointError
+    from .checkpoint import check_state_dict, extract_state_dict, file_digest, read_checkpoint
+
+    source = str(path)
+    expected = model.state_dict()
+    view = view if view is not None else SAM2TrainingView(model)
+    renames = view.base_names()
+    obj = read_checkpoint(path)
+    state = extract_state_dict(obj, source=source, expected=set(expected) | set(renames))
+    if not set(state) & set(expected) and set(state) & set(renames):
+        # promptseg's fine-tuned checkpoint: the training view's names -> SAM2's own
+        state = {renames.get(k, k): v for k, v in state.items()}
+    have, want = detect_architecture(state), detect_architecture(expected)
+    if have.family != "unknown" and have.family != want.family:
+        extra = [k for k in SAM21_ONLY_KEYS if k in state]
+        why = (f"it holds {', '.join(extra)}" if have.family == "sam2.1"
+               else f"it lacks {', '.join(SAM21_ONLY_KEYS)}")
+        raise CheckpointError(
+            f"{source} is a {have.describe()} checkpoint ({why}) but {variant.name} is a {want.describe()} model: "
+            f"use {_suggest(have)}"
+        )
+    if have.width is not None and (have.width, have.blocks) != (want.width, want.blocks):
+        raise CheckpointError(
+            f"{source} is a {have.describe()} checkpoint but {variant.name} is a {want.describe()} model: "
+            f"use {_suggest(have)}"
+        )
+    name = Path(path).name.lower()
+    if "medsam2" in name and variant.name != "medsam2":
+        log.warning("%s looks like MedSAM2 weights (trained at 512 px); %s runs at %d px -- use --model medsam2",
+                    Path(path).name, variant.name, variant.image_size)
+    check_state_dict(model, state, source=source)
+    model.load_state_dict(state, strict=True)
+    return file_digest(path)
+
+
+# ---------------------------------------------------------------------------
+# fine-tuning view
+_VIEW_CLASS = None
+
+
+def _training_view_class():
+    global _VIEW_CLASS
+    if _VIEW_CLASS is not None:
+        return _VIEW_CLASS
+    import torch
+
+    class _SAM2TrainingView(torch.nn.Module):
+        """The SAM2 parameters under the names promptseg's training code expects.
+
+        Children ``image_encoder`` (Hiera trunk + FPN neck), ``prompt_encoder``
+        (``sam_prompt_encoder``), ``mask_decoder`` (``sam_mask_decoder``, including the
+        high-resolution projections ``conv_s0`` / ``conv_s1``) and ``memory`` (everything
+        else: memory attention and encoder, object-pointer heads and the learned
+        embeddings such as ``no_mem_embed``). They are the *same* modules and parameters
+        as in the SAM2 model: training the view trains the model. Its state dict holds
+        every tensor of the model once, under the view's names (:meth:`base_names` maps
+        them back), which is what promptseg's fine-tuned checkpoints contain.
+        """
+
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.image_encoder = model.image_encoder
+            self.prompt_encoder = model.sam_prompt_encoder
+            self.mask_decoder = model.sam_mask_decoder
+            memory = torch.nn.Module()
+            taken = {"image_encoder", "sam_prompt_encoder", "sam_mask_decoder"}
+            for name, child in model.named_children():
+                if name not in taken:
+                    memory.add_module(name, child)
+            for name, param in model.named_parameters(recurse=False):
+                memory.register_parameter(name, param)
+            for name, buf in model.named_buffers(recurse=False):
+                memory.register_buffer(name, buf)
+            self.memory = memory
+            by_id = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+            self._base_names = {k: by_id[id(t)] for k, t in self.state_dict(keep_vars=True).items()}
+            if sorted(self._base_names.values()) != sorted(by_id.values()):
+                raise RuntimeError("SAM2 training view does not cover every tensor of the model")
+
+        def base_names(self) -> dict[str, str]:
+            """``{view key: SAM2 key}`` for every tensor of the state dict."""
+            return dict(self._base_names)
+
+    _VIEW_CLASS = _SAM2TrainingView
+    return _VIEW_CLASS
+
+
+def SAM2TrainingView(model):  # noqa: N802 - a factory that reads like the class it builds
+    """The training view of an upstream SAM2 ``model`` (an ``nn.Module``; see its class docstring)."""
+    return _training_view_class()(model)
+
+
+# ---------------------------------------------------------------------------
+# the segmenter
+def _segmenter_class():
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from ..errors import ModelError, PromptError
+    from .base import Embedding, Prediction, Segmenter
+
+    class SAM2Segmenter(Segmenter):
+        """A SAM2-family model as a :class:`~promptseg.models.base.Segmenter` (2D) with memory propagation (3D).
+
+        Args:
+            variant: registry name or :class:`SAM2Variant`.
+            checkpoint: weights file (required; see :func:`load_sam2_weights`).
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+            hydra_overrides: extra hydra overrides of the packaged config (smaller test
+                architectures); the checkpoint must match the resulting model.
+            stop_after: memory propagation stops in a direction after this many consecutive
+                slices without the object (``None``: never, track to the end of the volume).
+            largest_component: memory propagation keeps only each object's largest 3D
+                connected component (26-connectivity), as MedSAM2's inference does.
+            runtime: ``"auto"`` or ``"torch"`` (SAM2 runs in PyTorch only).
+        """
+
+        def __init__(self, variant, checkpoint, device="cpu", hydra_overrides: Sequence[str] = (),
+                     stop_after: Optional[int] = 1, largest_component: bool = False, runtime: str = "auto") -> None:
+            from .litemedsam import resolve_device
+
+            if runtime not in ("auto", "torch"):
+                raise ModelError(f"SAM2 backends run in PyTorch only: --runtime auto or torch, not {runtime!r}")
+            self.variant = VARIANTS[variant] if isinstance(variant, str) else variant
+            self.name = self.variant.name
+            if checkpoint is None:
+                raise ModelError(f"model {self.name} needs weights: {self.variant.checkpoint_file} "
+                                 f"from {self.variant.source}")
+            self.checkpoint = Path(checkpoint)
+            self.device = resolve_device(device)
+            self.hydra_overrides = tuple(hydra_overrides)
+            self.model = build_network(self.variant, self.hydra_overrides)
+            self.input_size = int(self.model.image_size)
+            self._view = SAM2TrainingView(self.model)
+            self.weights_digest = load_sam2_weights(self.model, self.checkpoint, self.variant, self._view)
+            self.model.to(self.device).eval()
+            self.stop_after = stop_after
+            self.largest_component = largest_component
+            mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+            std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+            self._mean, self._std = mean.to(self.device), std.to(self.device)
+
+        #: SAM2's image features include high-resolution maps (16.8 MB a slice at 1024 px, and
+        #: the decoder's conv_s0/conv_s1 act on them), so training re-encodes every sample
+        embedding_cache = False
+
+        @property
+        def net(self):
+            """The :class:`SAM2TrainingView` of the model (same parameters)."""
+            return self._view
+
+        def describe(self) -> str:
+            return f"{self.name} ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.input_size} px, {self.device})"
+
+        # -- 2D ----------------------------------------------------------------
+        @staticmethod
+        def _rgb(image: np.ndarray) -> np.ndarray:
+            if image.ndim == 2:
+                return np.repeat(image[..., None], 3, axis=2)
+            if image.ndim == 3 and image.shape[2] == 3:
+                return image
+            raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
+
+        def preprocess(self, image: np.ndarray):
+            """``(H, W)`` / ``(H, W, 3)`` uint8 -> ``(1, 3, S, S)`` float32 tensor, as ``SAM2ImagePredictor``."""
+            rgb = self._rgb(np.asarray(image))
+            x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).to(torch.float32).div(255)
+            x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+            return ((x.to(self.device) - self._mean) / self._std)
+
+        @torch.inference_mode()
+        def embed(self, image: np.ndarray) -> Embedding:
+            """Encode one slice.
+
+            Returns an :class:`Embedding` whose ``features`` are ``{"image_embed": (1, 256, S/16, S/16),
+            "high_res_feats": [(1, 32, S/4, S/4), (1, 64, S/8, S/8)]}`` (float32 tensors).
+            """
+            image = np.asarray(image)
+            features = self._features(self.model.forward_image(self.preprocess(image)))
+            size = (self.input_size, self.input_size)
+            return Embedding(features=features, original_size=tuple(image.shape[:2]), input_size=size)
+
+        def _features(self, backbone_out) -> dict:
+            fpn = backbone_out["backbone_fpn"]  # high-res levels already projected by conv_s0 / conv_s1
+            embed = fpn[-1]
+            if self.model.directly_add_no_mem_embed:
+                embed = embed + self.model.no_mem_embed.view(1, -1, 1, 1)
+            return {"image_embed": embed, "high_res_feats": list(fpn[: self.model.num_feature_levels - 1])}
+
+        def _model_coords(self, xy: np.ndarray, size: tuple[int, int]):
+            height, width = size
+            coords = torch.as_tensor(np.asarray(xy, dtype=np.float32).reshape(-1, 2), device=self.device).clone()
+            coords[:, 0] = coords[:, 0] / width
+            coords[:, 1] = coords[:, 1] / height
+            return coords * self.input_size
+
+        @torch.inference_mode()
+        def decode(self, embedding: Embedding, box=None, points=None, point_labels=None) -> Prediction:
+            """Segment one object; ``logits`` ``(H, W)`` at the slice's resolution, ``score`` = predicted IoU.
+
+            A box is passed as its two corners (labels 2, 3) ahead of any points, as
+            ``SAM2ImagePredictor`` does; a single point alone asks for three masks and
+            keeps the one with the best predicted IoU.
+            """
+            if box is None and points is None:
+                raise PromptError("a prompt needs a box or at least one point")
+            coords, labels = [], []
+            if box is not None:
+                coords.append(self._model_coords(np.asarray(box, dtype=np.float32).reshape(2, 2), embedding.original_size))
+                labels.append(torch.tensor([2, 3], dtype=torch.int32, device=self.device))
+            n_points = 0
+            if points is not None:
+                pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+                n_points = len(pts)
+                lab = np.ones(n_points) if point_labels is None else np.asarray(point_labels)
+                coords.append(self._model_coords(pts, embedding.original_size))
+                labels.append(torch.as_tensor(lab, dtype=torch.int32, device=self.device).reshape(-1))
+            multimask = box is None and n_points == 1
+            sparse, dense = self.model.sam_prompt_encoder(
+                points=(torch.cat(coords)[None], torch.cat(labels)[None]), boxes=None, masks=None)
+            feats = embedding.features
+            low_res, iou, _, _ = self.model.sam_mask_decoder(
+                image_embeddings=feats["image_embed"],
+                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                repeat_image=False,
+                high_res_features=feats["high_res_feats"],
+            )
+            best = int(torch.argmax(iou[0])) if multimask else 0
+            logits = F.interpolate(low_res[:, best: best + 1].float(), size=embedding.original_size,
+                                   mode="bilinear", align_corners=False)
+            return Prediction(logits=logits[0, 0].cpu().numpy(), score=float(iou[0, best]))
+
+        def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
+            """The tight box ``(min col, min row, max col, max row)`` (SAM2 adds no margin)."""
+            rows, cols = np.nonzero(np.asarray(mask, dtype=bool))
+            if rows.size == 0:
+                raise ValueError("box_from_mask needs a non-empty mask")
+            return (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
+
+        # -- 3D ----------------------------------------------------------------
+        def propagate_memory(self, images, prompts, progress: bool = False, largest_component: Optional[bool] = None,
+                             stop_after=_DEFAULT, masks=None):
+            """SAM2 memory propagation through a volume; see :func:`promptseg.models.sam2_memory.propagate_memory`.
+
+            ``largest_component`` and ``stop_after`` default to the constructor's values.
+            Returns ``(list of ObjectResult, slices encoded in order)``.
+            """
+            from .sam2_memory import propagate_memory
+
+            return propagate_memory(
+                self.model, images, prompts, device=self.device, progress=progress,
+                largest_component=self.largest_component if largest_component is None else largest_component,
+                stop_after=self.stop_after if stop_after is _DEFAULT else stop_after, masks=masks,
+            )
+
+        # -- fine-tuning hooks -----------------------------------------------
+        def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+            """Resize a uint8 slice to ``S x S`` (antialiased bilinear, rounded); returns it and ``(S, S)``."""
+            image = np.asarray(image)
+            if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+                raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
+            x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+            x = x[None, None] if image.ndim == 2 else x.permute(2, 0, 1)[None]
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+            out = x[0].round().clamp(0, 255).to(torch.uint8).numpy()
+            out = out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
+            return np.ascontiguousarray(out), (self.input_size, self.input_size)
+
+        def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
+            """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize -> ``(S, S)`` bool."""
+            size = (self.input_size, self.input_size)
+            return np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize(size, Image.NEAREST)) > 0
+
+        @staticmethod
+        def model_input(prepared: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+            """Prepared uint8 ``(S, S[, 3])`` -> ``(3, S, S)`` float32: / 255, ImageNet mean / std."""
+            x = np.asarray(prepared, dtype=np.float32) / 255.0
+            x = np.repeat(x[None], 3, axis=0) if x.ndim == 2 else np.moveaxis(x, -1, 0)
+            mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+            std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
+            return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+        def train_forward(self, net, batch: dict, device):
+            """Differentiable 2D forward of a batch through the training view.
+
+            ``batch["image"]`` ``(B, 3, S, S)``; boxes / points in model-input pixels.
+            Returns ``(logits (B, 1, S, S), predicted IoU (B, 1))``: the decoder's ``S/4``
+            single-mask logits bilinearly up-sampled to the input grid.
+            """
+            if "embedding" in batch:
+                raise ModelError("SAM2 backends do not train from cached embeddings (set train.cache_embeddings=false)")
+            images = batch["image"].to(device)
+            out = net.image_encoder(images)
+            fpn = list(out["backbone_fpn"])
+            decoder = net.mask_decoder
+            if self.model.use_high_res_features_in_sam:
+                fpn[0] = decoder.conv_s0(fpn[0])
+                fpn[1] = decoder.conv_s1(fpn[1])
+            levels = fpn[-self.model.num_feature_levels:]
+            embed = levels[-1]
+            if self.model.directly_add_no_mem_embed:
+                embed = embed + net.memory.no_mem_embed.view(1, -1, 1, 1)
+            boxes = batch["box"].to(device)
+            batch_size = images.shape[0]
+            coords = torch.zeros(batch_size, 0, 2, device=device)
+            labels = torch.zeros(batch_size, 0, dtype=torch.int32, device=device)
+            if not torch.isnan(boxes).any():
+                coords = boxes.reshape(batch_size, 2, 2)
+                labels = torch.tensor([[2, 3]], dtype=torch.int32, device=device).repeat(batch_size, 1)
+            if batch["points"].shape[1] > 0:
+                coords = torch.cat([coords, batch["points"].to(device)], dim=1)
+                labels = torch.cat([labels, batch["point_labels"].to(device).to(torch.int32)], dim=1)
+            sparse, dense = net.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+            low_res, iou, _, _ = decoder(
+                image_embeddings=embed,
+                image_pe=net.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+                repeat_image=False,
+                high_res_features=levels[:-1] if self.model.use_high_res_features_in_sam else None,
+            )
+            logits = F.interpolate(low_res.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+            return logits, iou
+
+    return SAM2Segmenter
+
+
+_SEGMENTER = None
+
+
+def SAM2Segmenter(*args, **kwargs):  # noqa: N802 - builds the class lazily (torch / sam2 imports)
+    """Build a SAM2-family segmenter; see the class docstring (``SAM2Segmenter.__doc__`` after import)."""
+    return segmenter_class()(*args, **kwargs)
+
+
+def segmenter_class():
+    """The :class:`SAM2Segmenter` class (imported on first use, keeping this module cheap to import)."""
+    global _SEGMENTER
+    if _SEGMENTER is None:
+        _SEGMENTER = _segmenter_class()
+    return _SEGMENTER
+
+
+def _builder(name: str):
+    def build(checkpoint=None, device="cpu", **kwargs):
+        return SAM2Segmenter(name, checkpoint=checkpoint, device=device, **kwargs)
+
+    return build
+
+
+def _spec(variant: SAM2Variant):
+    from .spec import ModelSpec
+
+    return ModelSpec(
+        name=variant.name,
+        description=f"{variant.description}; 3D: chain or SAM2 memory propagation",
+        input_size=variant.image_size,
+        normalisation=(f"resized to {variant.image_size} x {variant.image_size} (aspect ratio not kept), "
+                       "/255, ImageNet mean/std, grey repeated to 3 channels"),
+        checkpoint=f"{variant.checkpoint_file} from {variant.source}",
+        build=_builder(variant.name),
+        needs_checkpoint=True,
+        propagation=("chain", "memory"),
+    )
+
+
+SPECS = {name: _spec(variant) for name, variant in VARIANTS.items()}
