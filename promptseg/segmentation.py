@@ -67,6 +67,7 @@ def segment(
     stop_rule: Optional[StopRule] = None,
     progress: bool = False,
     propagation: str = "chain",
+    memory_options: Optional[dict] = None,
 ) -> SegmentationResult:
     """Segment the prompted objects of ``volume``.
 
@@ -85,6 +86,9 @@ def segment(
         propagation: ``"chain"`` (the previous slice's mask prompts the next slice; every
             backend) or ``"memory"`` (SAM2-family video propagation with a memory bank of
             earlier slices; backends that list it in ``promptseg models``).
+        memory_options: options of the backend's memory propagation, e.g.
+            ``{"stop_after": 2, "largest_component": True}`` for SAM2 (see
+            :func:`promptseg.models.sam2_memory.propagate_memory`).
 
     Raises:
         PromptError: a prompt does not fit the volume, or labels repeat.
@@ -103,6 +107,8 @@ def segment(
         raise ValueError(f"mode must be 'auto', '2d' or '3d', got {mode!r}")
     if propagation not in ("chain", "memory"):
         raise ValueError(f"propagation must be 'chain' or 'memory', got {propagation!r}")
+    if memory_options and propagation != "memory":
+        raise ValueError("memory_options apply to propagation='memory' only")
     segmenter = segmenter or build_segmenter("litemedsam")
     image = NormalizedSlices.of(volume, modality=modality, window=window)
     if propagation == "memory" and mode == "3d":
@@ -110,7 +116,7 @@ def segment(
         if memory is None:
             raise ModelError(f"model {segmenter.name} has no memory propagation; use propagation='chain' "
                              "(CLI: --propagation chain) or a SAM2-family model")
-        results, encoded = memory(image, prompts, progress=progress)
+        results, encoded = memory(image, prompts, progress=progress, **(memory_options or {}))
     else:
         results, encoded = propagate(
             segmenter,

@@ -1,14 +1,135 @@
-"""``promptseg auto``: not implemented yet (being written)."""
+"""``promptseg auto``: SAM's automatic mask generation on one slice -> a label map (+ JSON summary)."""
 
 from __future__ import annotations
 
+import argparse
+
+from .common import add_image_args, load_image
+
+DESCRIPTION = """\
+Segment everything on one slice without prompts. SAM is prompted with a regular
+grid of single points (--points-per-side squared); masks whose predicted IoU and
+stability are high enough are kept, duplicates are removed, and the result is one
+label per mask: label 1 is the largest mask, and where masks overlap the smaller
+one wins, so an object inside a larger one stays visible. Only the chosen slice is
+labelled; the label map has exactly the input's grid (spacing, origin, direction).
+"""
+
+EPILOG_AUTO = """\
+models: the SAM backends only -- sam-vit-b, sam-vit-l, sam-vit-h, each with its
+released checkpoint (see 'promptseg models'). MedSAM and LiteMedSAM were trained
+with box prompts and one mask per prompt only, and promptseg offers no automatic
+mode for the SAM2 family, so these models are refused.
+
+examples:
+  # every mask SAM finds on slice 33 of a CT, a summary and a picture
+  promptseg auto ct.nii.gz -o auto.nii.gz --slice 33 --checkpoint sam_vit_b_01ec64.pth \\
+      --summary auto.json --overlay auto.png
+
+  # a 2D image, a denser grid, keep more masks, drop specks under 50 pixels
+  promptseg auto xray.png -o labels.png --checkpoint sam_vit_b_01ec64.pth \\
+      --points-per-side 64 --pred-iou-thresh 0.8 --min-area 50
+
+the summary (JSON) lists each label: area (visible pixels and mm^2), the whole
+mask's area, predicted IoU, stability score, the grid point that found it, its box.
+on a CPU, SAM ViT-B takes several seconds to encode a slice and a few more per
+64 grid points.
+"""
+
 
 def register(sub) -> None:
-    p = sub.add_parser("auto", help="(not available yet)")
+    p = sub.add_parser(
+        "auto",
+        help="segment everything on one slice without prompts (SAM automatic masks)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_AUTO,
+    )
+    add_image_args(p)
+    p.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D)")
+    p.add_argument("--slice", type=int, metavar="Z", help="slice to segment (default 0 for 2D images; required for volumes)")
+    g = p.add_argument_group("mask generation")
+    g.add_argument("--points-per-side", type=int, default=32, metavar="N",
+                   help="grid of N x N single-point prompts (default 32; finer finds smaller objects, slower)")
+    g.add_argument("--pred-iou-thresh", type=float, default=0.88, metavar="F",
+                   help="keep masks whose predicted IoU exceeds F (0-1, default 0.88)")
+    g.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="F",
+                   help="keep masks at least this stable under a change of threshold (0-1, default 0.95)")
+    g.add_argument("--min-area", type=int, default=0, metavar="PX",
+                   help="drop masks with fewer visible pixels than PX (default 0)")
+    g.add_argument("--box-nms-thresh", type=float, default=0.7, metavar="F",
+                   help="masks whose boxes overlap (IoU) more than F are duplicates: the best one is kept "
+                   "(0-1, default 0.7; 1 keeps all)")
+    g.add_argument("--points-per-batch", type=int, default=64, metavar="N",
+                   help="grid points decoded at once (memory vs speed; default 64)")
+    md = p.add_argument_group("model")
+    md.add_argument("--model", default="sam-vit-b", help="sam-vit-b (default), sam-vit-l or sam-vit-h")
+    md.add_argument("--checkpoint", metavar="PATH", help="the model's weights, e.g. sam_vit_b_01ec64.pth (required)")
+    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
+    it = p.add_argument_group("intensity")
+    ix = it.add_mutually_exclusive_group()
+    ix.add_argument("--window", metavar="L,W|PRESET", help="CT window level,width or a preset: soft-tissue (default for CT), lung, brain, bone")
+    ix.add_argument("--modality", choices=["ct", "mr", "other"], help="override the detected modality")
+    out = p.add_argument_group("output")
+    out.add_argument("--summary", metavar="OUT.json", help="write a JSON summary of the masks")
+    out.add_argument("--overlay", metavar="OUT.png", help="write a picture of the slice with the masks")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..errors import PromptsegError
+    from pathlib import Path
 
-    raise PromptsegError("'promptseg auto' is not implemented yet")
+    from ..automatic import (
+        automatic_masks,
+        check_model_name,
+        check_parameters,
+        check_slice,
+        save_summary,
+    )
+    from ..errors import ImageWriteError, PromptError
+    from ..intensity import NormalizedSlices, resolve_window
+    from ..io import SUPPORTED_OUTPUT_SUFFIXES, save_mask
+    from ..io.common import format_suffix
+    from ..models import build_segmenter
+    from ..overlay import save_overlay
+
+    # everything that can be checked cheaply fails before the model is loaded
+    check_model_name(args.model)
+    check_parameters(args.points_per_side, args.pred_iou_thresh, args.stability_score_thresh, args.min_area,
+                     box_nms_thresh=args.box_nms_thresh, points_per_batch=args.points_per_batch)
+    suffix = format_suffix(Path(args.output))
+    if suffix not in SUPPORTED_OUTPUT_SUFFIXES:
+        raise ImageWriteError(f"cannot write {args.output}: unknown output format '{suffix or '(no extension)'}'; "
+                              f"supported: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}")
+    volume = load_image(args)
+    if suffix == ".png" and volume.num_slices > 1:
+        raise ImageWriteError(f"cannot write {args.output}: PNG holds one 2D slice, this volume has "
+                              f"{volume.num_slices} slices; use .nii.gz, .nrrd, .mha or .npz")
+    z = args.slice
+    if z is None:
+        if volume.num_slices != 1:
+            raise PromptError(f"say which slice to segment: --slice Z (0..{volume.num_slices - 1})")
+        z = 0
+    check_slice(volume, z)
+    window = resolve_window(args.window) if args.window else None
+    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    labels = automatic_masks(
+        volume, segmenter, slice=z, points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh, min_area=args.min_area, modality=args.modality,
+        window=window, progress=not args.no_progress, points_per_batch=args.points_per_batch,
+        box_nms_thresh=args.box_nms_thresh,
+    )
+    masks = labels.metadata["masks"]
+    path = save_mask(labels.array, args.output, reference=volume)
+    print(f"slice {z}: {len(masks)} masks")
+    print(f"wrote {path}")
+    if args.summary:
+        print(f"wrote {save_summary(args.summary, labels, labels_file=str(path))}")
+    if args.overlay:
+        image = NormalizedSlices.of(volume, modality=args.modality, window=window)
+        ov = save_overlay(args.overlay, image, labels.array, slices=[z], crop=False,
+                          title=f"{segmenter.name}: {len(masks)} automatic masks on slice {z}")
+        print(f"wrote {ov}")
+    return 0

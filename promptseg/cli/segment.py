@@ -63,6 +63,11 @@ def register(sub) -> None:
     mx.add_argument("--2d", dest="mode", action="store_const", const="2d", help="segment only the prompted slice(s)")
     m.add_argument("--propagation", choices=["chain", "memory"], default="chain",
                    help="3D: chain boxes slice to slice (any model, default) or SAM2 memory propagation (SAM2-family models)")
+    m.add_argument("--memory-stop-after", type=int, default=1, metavar="N",
+                   help="memory propagation: stop a direction after N consecutive slices where SAM2 finds no object "
+                        "(default 1; 0 tracks to the end of the volume, as upstream SAM2)")
+    m.add_argument("--largest-component", action="store_true",
+                   help="memory propagation: keep each object's largest 3D connected component (as MedSAM2's inference)")
     m.add_argument("--z-range", metavar="z0,z1", help="propagate exactly over slices z0..z1 (turns the automatic stop off)")
     m.add_argument("--stop-extent", type=float, default=1.0, metavar="F",
                    help="stop rule: expected reach as a multiple of half the prompt box's larger side (default 1.0)")
@@ -141,14 +146,22 @@ def _prompts_from_args(args, volume):
 
 
 def run(args) -> int:
+    from ..errors import ModelError, PromptError
     from ..intensity import resolve_window
     from ..io import load_labels
     from ..models import build_segmenter
+    from ..models.registry import MODELS
     from ..overlay import save_overlay
     from ..prompts import validate
     from ..segmentation import dice, segment
     from ..stop_rule import StopRule
 
+    if args.memory_stop_after < 0:
+        raise PromptError(f"--memory-stop-after must be >= 0, got {args.memory_stop_after}")
+    spec = MODELS.get(args.model)
+    if spec is not None and args.propagation not in spec.propagation:
+        raise ModelError(f"model {args.model} has no {args.propagation} propagation "
+                         f"(it offers: {', '.join(spec.propagation)}): use --propagation chain or a SAM2-family model")
     volume = load_image(args)
     prompts = _prompts_from_args(args, volume)
     for p in prompts:  # fail on bad prompts before loading the model
@@ -158,8 +171,14 @@ def run(args) -> int:
     rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
                     min_object_fraction=args.stop_appearance)
     segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    memory_options = None
+    if args.propagation == "memory":
+        memory_options = {"stop_after": args.memory_stop_after or None, "largest_component": args.largest_component}
+    elif args.largest_component or args.memory_stop_after != 1:
+        raise PromptError("--largest-component and --memory-stop-after apply to --propagation memory only")
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
-                     window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation)
+                     window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
+                     memory_options=memory_options)
     path = result.save(args.output)
     voxel_ml = volume.spacing[0] * volume.spacing[1] * volume.spacing[2] / 1000.0
     for obj in result.objects:

@@ -59,3 +59,19 @@ def build_segmenter(
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint} ({name} expects {spec.checkpoint})")
     return spec.build(checkpoint=checkpoint, device=device, **kwargs)
+
+
+def build_preprocessing(name: str = "litemedsam"):
+    """What ``promptseg prepare`` needs of a backend: ``name``, ``input_size``,
+    ``prepare_slice``, ``prepare_mask`` and ``model_input`` -- without loading weights
+    where the family allows it (SAM, MedSAM, SAM2); LiteMedSAM builds its bundled model.
+
+    Raises:
+        ModelError: unknown name.
+    """
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if spec.preprocessing is not None:
+        return spec.preprocessing()
+    return build_segmenter(name)

@@ -31,8 +31,8 @@ SAM (``segment_anything.SamPredictor``)
     (``Sam.postprocess_masks``); ``> 0`` is inside.
 MedSAM (``MedSAM_Inference.py``)
     the slice is resized to 1024 x 1024 whatever its aspect ratio (scikit-image
-    ``resize(order=3, preserve_range=True, anti_aliasing=True)`` then ``uint8``;
-    reproduced here with SciPy, see :func:`medsam_resize`), min-max scaled to
+    ``resize(order=3, preserve_range=True, anti_aliasing=True)`` then ``uint8``,
+    called as MedSAM calls it, see :func:`medsam_resize`), min-max scaled to
     [0, 1] over the resized image and fed to the image encoder as is -- no pixel
     mean / std, no padding. Boxes are scaled by ``1024 / W`` and ``1024 / H``. The
     sigmoid of the 256 x 256 logits is bilinearly resized to the slice and
@@ -56,10 +56,11 @@ torch and ``segment_anything`` are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -191,112 +192,44 @@ def build_sam_network(vit: str | ViTSize = "vit_b"):
 def medsam_resize(channel: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """One ``(H, W)`` uint8 channel -> ``(size, size)`` uint8, as MedSAM's inference resizes.
 
-    MedSAM calls ``skimage.transform.resize(img, (1024, 1024), order=3,
-    preserve_range=True, anti_aliasing=True)`` and casts to ``uint8``. That is: a
-    Gaussian pre-filter with ``sigma = max(0, (H / size - 1) / 2)`` per axis
-    (only when down-sampling; ``mirror`` boundary), cubic-spline zoom with
-    pixel-area grid alignment (``scipy.ndimage.zoom(..., order=3, mode="mirror",
-    grid_mode=True)``), clipping to the input's value range, and truncation to
-    ``uint8``. Done here with SciPy, so scikit-image is not needed.
+    Exactly MedSAM's call (``MedSAM_Inference.py``):
+    ``skimage.transform.resize(img, (1024, 1024), order=3, preserve_range=True,
+    anti_aliasing=True).astype(np.uint8)`` -- cubic spline, a Gaussian
+    anti-aliasing pre-filter when down-sampling, values clipped to the input's
+    range and truncated to ``uint8``; the aspect ratio is not kept.
+
+    MedSAM resizes the ``(H, W, 3)`` image at once; scikit-image neither filters
+    nor zooms along the channel axis (factor 1), so resizing each channel alone
+    gives the same ``uint8`` values, and a grey slice (three equal channels) is
+    resized once instead of three times.
     """
-    from scipy import ndimage
+    from skimage.transform import resize
 
     if channel.ndim != 2:
         raise ValueError(f"expected one (H, W) channel, got shape {channel.shape}")
-    image = channel.astype(np.float64)
-    height, width = channel.shape
-    sigma = [max(0.0, (height / size - 1) / 2), max(0.0, (width / size - 1) / 2)]
-    if any(s > 0 for s in sigma):
-        image = ndimage.gaussian_filter(image, sigma, mode="mirror", cval=0.0)
-    out = ndimage.zoom(image, (size / height, size / width), order=3, mode="mirror", cval=0.0, grid_mode=True)
-    if out.shape != (size, size):  # pragma: no cover - zoom rounds the shape from the factors
-        raise RuntimeError(f"zoom gave {out.shape}, expected {(size, size)}")
-    np.clip(out, float(channel.min()), float(channel.max()), out=out)
-    return out.astype(np.uint8)
+    return resize(channel, (size, size), order=3, preserve_range=True, anti_aliasing=True).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------
-class SamSegmenter(Segmenter):
-    """SAM or MedSAM (upstream ``segment_anything`` code) as a :class:`~promptseg.models.base.Segmenter`.
+class SamPreprocessing:
+    """How a slice, a mask and prompt coordinates reach the 1024 grid of a SAM or MedSAM
+    variant -- everything that needs no weights (``promptseg prepare`` uses it alone).
 
     Args:
-        checkpoint: weights file (required: no weights are bundled).
-        variant: a key of :data:`VARIANTS` (``"sam-vit-b"``, ..., ``"medsam-vit-b"``).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
-        runtime: image-encoder runtime, see :mod:`promptseg.models.runtime`.
-            ``"auto"`` (default) is eager torch: measured on ViT-B at 1024 px, the
-            exported runtimes are not worth their export (see docs/models.md).
-        vit: encoder size override (a :class:`ViTSize`), for small test models;
-            default the variant's upstream size.
-        box_margin: margin, in 1024-grid pixels, that :meth:`box_from_mask` adds
-            per side; default the variant's (SAM 0, MedSAM 10).
-
-    Attributes:
-        net: the upstream ``Sam`` module (``image_encoder`` / ``prompt_encoder`` /
-            ``mask_decoder``), in eval mode.
-        weights_digest: first 16 hex digits of the checkpoint file's SHA-256.
+        variant: a key of :data:`VARIANTS`.
     """
 
     input_size = INPUT_SIZE
 
-    def __init__(
-        self,
-        checkpoint: str | Path,
-        variant: str = "sam-vit-b",
-        device: str = "cpu",
-        runtime: str = "auto",
-        vit: Optional[ViTSize] = None,
-        box_margin: Optional[float] = None,
-    ) -> None:
-        from ..errors import CheckpointError, ModelError
-        from .checkpoint import load_weights
-        from .litemedsam import resolve_device
+    def __init__(self, variant: str = "sam-vit-b") -> None:
+        from ..errors import ModelError
 
         if variant not in VARIANTS:
             raise ModelError(f"unknown SAM variant {variant!r}; available: {', '.join(VARIANTS)}")
         self.variant = VARIANTS[variant]
         self.name = variant
-        if checkpoint is None:
-            raise CheckpointError(f"model {variant} needs weights: --checkpoint FILE ({self.variant.checkpoint_text})")
-        self.checkpoint = Path(checkpoint)
-        if not self.checkpoint.is_file():
-            raise CheckpointError(f"checkpoint not found: {self.checkpoint} ({variant} expects {self.variant.checkpoint_text})")
-        self.device = resolve_device(device)
         self.normalisation = self.variant.normalisation
-        self.box_margin = float(self.variant.box_margin if box_margin is None else box_margin)
-        self.net = build_sam_network(vit if vit is not None else self.variant.vit)
-        self.weights_digest = load_weights(self.net, self.checkpoint)
-        self.net.eval().to(self.device)
-        if int(self.net.image_encoder.img_size) != INPUT_SIZE:  # pragma: no cover - fixed upstream
-            raise ModelError(f"{variant}: expected a {INPUT_SIZE} px encoder")
-        self.runtime_kind = runtime
-        self._encoder = None
-        self._warned_points = False
 
-    # -- properties used by promptseg.automatic -------------------------------
-    @property
-    def supports_automatic(self) -> bool:
-        """Whether SAM's automatic mask generation suits these weights (SAM yes, MedSAM no)."""
-        return self.variant.automatic
-
-    # -- encoder --------------------------------------------------------------
-    @property
-    def encoder(self):
-        """Callable ``(N, 3, 1024, 1024) float32 -> (N, 256, 64, 64) float32`` (numpy), built on first use."""
-        if self._encoder is None:
-            self._encoder = self._build_encoder()
-        return self._encoder
-
-    def _build_encoder(self):
-        from .runtime import build_encoder_runtime
-
-        kind = "torch" if self.runtime_kind == "auto" else self.runtime_kind
-        return build_encoder_runtime(
-            self.net.image_encoder, input_size=INPUT_SIZE, kind=kind,
-            cache_key=f"{self.name}-{self.weights_digest}-{INPUT_SIZE}", device=self.device,
-        )
-
-    # -- pre-processing -------------------------------------------------------
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` of a ``(height, width)`` slice inside the 1024 model input."""
         if self.normalisation == "medsam":
@@ -365,16 +298,6 @@ class SamSegmenter(Segmenter):
         out[:, :new_h, :new_w] = np.moveaxis((area.astype(np.float32) - mean) / std, -1, 0)
         return out
 
-    def embed(self, image: np.ndarray) -> Embedding:
-        """Encode one slice: ``(H, W)`` / ``(H, W, 3)`` uint8 -> features ``(1, 256, 64, 64)``."""
-        import torch
-
-        padded, size = self.prepare_slice(image)
-        batch = self.model_input(padded, size)[None]
-        features = torch.from_numpy(np.ascontiguousarray(self.encoder(batch))).to(self.device)
-        return Embedding(features=features, original_size=tuple(int(v) for v in image.shape[:2]), input_size=size)
-
-    # -- prompts and masks ----------------------------------------------------
     def transform_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """Slice pixels ``(..., 2)`` of ``(x, y)`` -> 1024-grid pixels (float64).
 
@@ -389,6 +312,92 @@ class SamSegmenter(Segmenter):
 
         return ResizeLongestSide(INPUT_SIZE).apply_coords(coords, original_size)
 
+
+# ---------------------------------------------------------------------------
+class SamSegmenter(SamPreprocessing, Segmenter):
+    """SAM or MedSAM (upstream ``segment_anything`` code) as a :class:`~promptseg.models.base.Segmenter`.
+
+    Args:
+        checkpoint: weights file (required: no weights are bundled).
+        variant: a key of :data:`VARIANTS` (``"sam-vit-b"``, ..., ``"medsam-vit-b"``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        runtime: image-encoder runtime, see :mod:`promptseg.models.runtime`.
+            ``"auto"`` (default) is eager torch: measured on ViT-B at 1024 px, the
+            exported runtimes are not worth their export (see docs/models.md).
+        vit: encoder size override (a :class:`ViTSize`), for small test models;
+            default the variant's upstream size.
+        box_margin: margin, in 1024-grid pixels, that :meth:`box_from_mask` adds
+            per side; default the variant's (SAM 0, MedSAM 10).
+
+    Attributes:
+        net: the upstream ``Sam`` module (``image_encoder`` / ``prompt_encoder`` /
+            ``mask_decoder``), in eval mode.
+        weights_digest: first 16 hex digits of the checkpoint file's SHA-256.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        variant: str = "sam-vit-b",
+        device: str = "cpu",
+        runtime: str = "auto",
+        vit: ViTSize | None = None,
+        box_margin: float | None = None,
+    ) -> None:
+        from ..errors import CheckpointError, ModelError
+        from .checkpoint import load_weights
+        from .litemedsam import resolve_device
+
+        super().__init__(variant)
+        if checkpoint is None:
+            raise CheckpointError(f"model {variant} needs weights: --checkpoint FILE ({self.variant.checkpoint_text})")
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise CheckpointError(f"checkpoint not found: {self.checkpoint} ({variant} expects {self.variant.checkpoint_text})")
+        self.device = resolve_device(device)
+        self.box_margin = float(self.variant.box_margin if box_margin is None else box_margin)
+        self.net = build_sam_network(vit if vit is not None else self.variant.vit)
+        self.weights_digest = load_weights(self.net, self.checkpoint)
+        self.net.eval().to(self.device)
+        if int(self.net.image_encoder.img_size) != INPUT_SIZE:  # pragma: no cover - fixed upstream
+            raise ModelError(f"{variant}: expected a {INPUT_SIZE} px encoder")
+        self.runtime_kind = runtime
+        self._encoder = None
+        self._warned_points = False
+
+    # -- properties used by promptseg.automatic -------------------------------
+    @property
+    def supports_automatic(self) -> bool:
+        """Whether SAM's automatic mask generation suits these weights (SAM yes, MedSAM no)."""
+        return self.variant.automatic
+
+    # -- encoder --------------------------------------------------------------
+    @property
+    def encoder(self):
+        """Callable ``(N, 3, 1024, 1024) float32 -> (N, 256, 64, 64) float32`` (numpy), built on first use."""
+        if self._encoder is None:
+            self._encoder = self._build_encoder()
+        return self._encoder
+
+    def _build_encoder(self):
+        from .runtime import build_encoder_runtime
+
+        kind = "torch" if self.runtime_kind == "auto" else self.runtime_kind
+        return build_encoder_runtime(
+            self.net.image_encoder, input_size=INPUT_SIZE, kind=kind,
+            cache_key=f"{self.name}-{self.weights_digest}-{INPUT_SIZE}", device=self.device,
+        )
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode one slice: ``(H, W)`` / ``(H, W, 3)`` uint8 -> features ``(1, 256, 64, 64)``."""
+        import torch
+
+        padded, size = self.prepare_slice(image)
+        batch = self.model_input(padded, size)[None]
+        features = torch.from_numpy(np.ascontiguousarray(self.encoder(batch))).to(self.device)
+        return Embedding(features=features, original_size=tuple(int(v) for v in image.shape[:2]), input_size=size)
+
+    # -- prompts and masks ----------------------------------------------------
     def postprocess(self, low_res, embedding: Embedding):
         """Decoder logits ``(B, C, 256, 256)`` -> ``(B, C, H, W)`` float32 logits on the slice.
 
@@ -409,9 +418,9 @@ class SamSegmenter(Segmenter):
     def decode(
         self,
         embedding: Embedding,
-        box: Optional[Sequence[float]] = None,
-        points: Optional[np.ndarray] = None,
-        point_labels: Optional[np.ndarray] = None,
+        box: Sequence[float] | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
     ) -> Prediction:
         """Segment one object: prompt encoder + mask decoder as ``SamPredictor.predict``
         (single-mask output, three masks for a lone point) -> ``(H, W)`` logits and predicted IoU."""
@@ -542,6 +551,7 @@ def _spec(variant: Variant):
         build=_builder(variant.name),
         needs_checkpoint=True,
         propagation=("chain",),
+        preprocessing=functools.partial(SamPreprocessing, variant.name),
     )
 
 

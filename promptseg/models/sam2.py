@@ -49,10 +49,11 @@ logits come from the decoder's ``S/4`` grid, bilinearly resized to the slice.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -170,8 +171,10 @@ def build_network(variant: SAM2Variant, hydra_overrides: Sequence[str] = ()):
     try:
         import sam2  # noqa: F401  (initialises hydra with sam2's packaged configs)
         from hydra import compose
+        from hydra.errors import HydraException
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
     except ImportError as exc:
         raise ModelError(
             f"model {variant.name} needs the sam2 package ({exc}); install it built against your torch: "
@@ -190,9 +193,11 @@ def build_network(variant: SAM2Variant, hydra_overrides: Sequence[str] = ()):
         cfg = compose(config_name=variant.config, overrides=overrides)
         OmegaConf.resolve(cfg)
         model = instantiate(cfg.model, _recursive_=True)
-    except Exception as exc:  # hydra raises many types; one line says which config failed
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot build {variant.name} from sam2's {variant.config}: {first}") from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        # hydra wraps a constructor's error as "Error in call to target ...:" + the error: one line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = " ".join(lines[:2]) if lines else type(exc).__name__
+        raise ModelError(f"cannot build {variant.name} from sam2's {variant.config}: {why}") from None
     if not hasattr(model, "_run_single_frame_inference") or not hasattr(model, "propagate_in_video_preflight"):
         raise ModelError("promptseg's SAM2 memory propagation needs sam2 >= 1.1 (per-object inference state)")
     return model.eval()
@@ -205,11 +210,11 @@ class Architecture:
     """What a SAM2 state dict says about its model: generation and Hiera trunk."""
 
     family: str  # "sam2", "sam2.1" or "unknown"
-    width: Optional[int]
+    width: int | None
     blocks: int
 
     @property
-    def size(self) -> Optional[str]:
+    def size(self) -> str | None:
         for name, shape in HIERA_SIZES.items():
             if shape == (self.width, self.blocks):
                 return name
@@ -231,13 +236,23 @@ def detect_architecture(state) -> Architecture:
     return Architecture(family, width, len(blocks))
 
 
-def _suggest(arch: Architecture) -> str:
-    if arch.family in ("sam2", "sam2.1") and arch.size:
-        name = f"{arch.family}-hiera-{arch.size}"
-        if name == "sam2.1-hiera-tiny":
-            return f"--model {name} (or medsam2 for MedSAM2 weights, 512 px)"
-        return f"--model {name}"
-    return "the backend it was trained as"
+def _suggest(arch: Architecture, variant: SAM2Variant, want: Architecture) -> str:
+    """The backend a checkpoint of architecture ``arch`` needs (refused by ``variant``)."""
+    if arch.family not in ("sam2", "sam2.1"):
+        return "the backend it was trained as"
+    size = arch.size
+    if size is None and (arch.width, arch.blocks) == (want.width, want.blocks):
+        size = variant.size  # same trunk as this backend: only the generation differs
+    if size is None:
+        return f"the {arch.family}-hiera-* backend it was trained as"
+    name = f"{arch.family}-hiera-{size}"
+    if name == "sam2.1-hiera-tiny":
+        return f"--model {name} (or medsam2 for MedSAM2 weights, 512 px)"
+    return f"--model {name}"
+
+
+def _not_found(path, variant: SAM2Variant) -> str:
+    return f"checkpoint not found: {path} ({variant.name} expects {variant.checkpoint_file} from {variant.source})"
 
 
 def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) -> str:
@@ -250,21 +265,34 @@ def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) 
         view: the model's :class:`SAM2TrainingView`, to read promptseg's fine-tuned checkpoints.
 
     Raises:
-        CheckpointError: unreadable file, no state dict, SAM2 vs SAM2.1 or Hiera size
-            mismatch (naming the backend to use), or any missing / unexpected / mis-shaped key.
+        CheckpointError: missing file (naming the variant's download), unreadable file, no
+            state dict, SAM2 vs SAM2.1 or Hiera size mismatch (naming the backend to use), or
+            any missing / unexpected / mis-shaped key.
     """
     from ..errors import CheckpointError
-    from .checkpoint import check_state_dict, extract_state_dict, file_digest, read_checkpoint
+    from .checkpoint import (
+        check_state_dict,
+        extract_state_dict,
+        file_digest,
+        read_checkpoint,
+    )
 
     source = str(path)
+    if not Path(path).is_file():
+        raise CheckpointError(_not_found(path, variant))
     expected = model.state_dict()
     view = view if view is not None else SAM2TrainingView(model)
     renames = view.base_names()
     obj = read_checkpoint(path)
     state = extract_state_dict(obj, source=source, expected=set(expected) | set(renames))
-    if not set(state) & set(expected) and set(state) & set(renames):
-        # promptseg's fine-tuned checkpoint: the training view's names -> SAM2's own
-        state = {renames.get(k, k): v for k, v in state.items()}
+    if set(state) & (set(renames) - set(expected)):
+        # promptseg's fine-tuned checkpoint: the training view's names -> SAM2's own (the
+        # view's image_encoder.* keys are SAM2's, its other parts are renamed)
+        renamed = {renames.get(k, k): v for k, v in state.items()}
+        if len(renamed) != len(state):
+            raise CheckpointError(f"{source} mixes promptseg's fine-tuned key names with SAM2's own "
+                                  "(both name the same tensor)")
+        state = renamed
     have, want = detect_architecture(state), detect_architecture(expected)
     if have.family != "unknown" and have.family != want.family:
         extra = [k for k in SAM21_ONLY_KEYS if k in state]
@@ -272,12 +300,12 @@ def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) 
                else f"it lacks {', '.join(SAM21_ONLY_KEYS)}")
         raise CheckpointError(
             f"{source} is a {have.describe()} checkpoint ({why}) but {variant.name} is a {want.describe()} model: "
-            f"use {_suggest(have)}"
+            f"use {_suggest(have, variant, want)}"
         )
     if have.width is not None and (have.width, have.blocks) != (want.width, want.blocks):
         raise CheckpointError(
             f"{source} is a {have.describe()} checkpoint but {variant.name} is a {want.describe()} model: "
-            f"use {_suggest(have)}"
+            f"use {_suggest(have, variant, want)}"
         )
     name = Path(path).name.lower()
     if "medsam2" in name and variant.name != "medsam2":
@@ -340,9 +368,58 @@ def _training_view_class():
     return _VIEW_CLASS
 
 
-def SAM2TrainingView(model):  # noqa: N802 - a factory that reads like the class it builds
+def SAM2TrainingView(model):
     """The training view of an upstream SAM2 ``model`` (an ``nn.Module``; see its class docstring)."""
     return _training_view_class()(model)
+
+
+# ---------------------------------------------------------------------------
+# pre-processing for training samples
+class SAM2Preprocessing:
+    """How a slice and a mask reach the ``S x S`` grid of a SAM2-family backend for
+    training -- everything that needs no weights (``promptseg prepare`` uses it alone).
+
+    Args:
+        variant: registry name or :class:`SAM2Variant`.
+        input_size: the model's ``S`` (default the variant's).
+    """
+
+    def __init__(self, variant, input_size: int | None = None) -> None:
+        self.variant = VARIANTS[variant] if isinstance(variant, str) else variant
+        self.name = self.variant.name
+        self.input_size = int(input_size or self.variant.image_size)
+
+    def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Resize a uint8 slice to ``S x S`` (antialiased bilinear, rounded); returns it and ``(S, S)``."""
+        import torch
+        import torch.nn.functional as F
+
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        x = x[None, None] if image.ndim == 2 else x.permute(2, 0, 1)[None]
+        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        out = x[0].round().clamp(0, 255).to(torch.uint8).numpy()
+        out = out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
+        return np.ascontiguousarray(out), (self.input_size, self.input_size)
+
+    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize -> ``(S, S)`` bool."""
+        from PIL import Image
+
+        size = (self.input_size, self.input_size)
+        return np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize(size, Image.NEAREST)) > 0
+
+    @staticmethod
+    def model_input(prepared: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Prepared uint8 ``(S, S[, 3])`` -> ``(3, S, S)`` float32: / 255, ImageNet mean / std."""
+        x = np.asarray(prepared, dtype=np.float32) / 255.0
+        x = np.repeat(x[None], 3, axis=0) if x.ndim == 2 else np.moveaxis(x, -1, 0)
+        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+        std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
+        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -350,17 +427,18 @@ def SAM2TrainingView(model):  # noqa: N802 - a factory that reads like the class
 def _segmenter_class():
     import torch
     import torch.nn.functional as F
-    from PIL import Image
 
-    from ..errors import ModelError, PromptError
+    from ..errors import CheckpointError, ModelError, PromptError
     from .base import Embedding, Prediction, Segmenter
 
-    class SAM2Segmenter(Segmenter):
+    class SAM2Segmenter(SAM2Preprocessing, Segmenter):
         """A SAM2-family model as a :class:`~promptseg.models.base.Segmenter` (2D) with memory propagation (3D).
 
         Args:
             variant: registry name or :class:`SAM2Variant`.
-            checkpoint: weights file (required; see :func:`load_sam2_weights`).
+            checkpoint: weights file (required: ``None`` or a missing file raises
+                :class:`~promptseg.errors.CheckpointError` naming where to download it; see
+                :func:`load_sam2_weights`).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
             hydra_overrides: extra hydra overrides of the packaged config (smaller test
                 architectures); the checkpoint must match the resulting model.
@@ -372,7 +450,7 @@ def _segmenter_class():
         """
 
         def __init__(self, variant, checkpoint, device="cpu", hydra_overrides: Sequence[str] = (),
-                     stop_after: Optional[int] = 1, largest_component: bool = False, runtime: str = "auto") -> None:
+                     stop_after: int | None = 1, largest_component: bool = False, runtime: str = "auto") -> None:
             from .litemedsam import resolve_device
 
             if runtime not in ("auto", "torch"):
@@ -380,9 +458,11 @@ def _segmenter_class():
             self.variant = VARIANTS[variant] if isinstance(variant, str) else variant
             self.name = self.variant.name
             if checkpoint is None:
-                raise ModelError(f"model {self.name} needs weights: {self.variant.checkpoint_file} "
-                                 f"from {self.variant.source}")
+                raise CheckpointError(f"model {self.name} needs weights: {self.variant.checkpoint_file} "
+                                      f"from {self.variant.source}")
             self.checkpoint = Path(checkpoint)
+            if not self.checkpoint.is_file():  # before building a network of up to 224M parameters
+                raise CheckpointError(_not_found(checkpoint, self.variant))
             self.device = resolve_device(device)
             self.hydra_overrides = tuple(hydra_overrides)
             self.model = build_network(self.variant, self.hydra_overrides)
@@ -438,11 +518,13 @@ def _segmenter_class():
             return Embedding(features=features, original_size=tuple(image.shape[:2]), input_size=size)
 
         def _features(self, backbone_out) -> dict:
-            fpn = backbone_out["backbone_fpn"]  # high-res levels already projected by conv_s0 / conv_s1
-            embed = fpn[-1]
+            # the levels the model uses (as _prepare_backbone_features); the high-resolution
+            # ones are already projected by the decoder's conv_s0 / conv_s1 in forward_image
+            levels = backbone_out["backbone_fpn"][-self.model.num_feature_levels:]
+            embed = levels[-1]
             if self.model.directly_add_no_mem_embed:
                 embed = embed + self.model.no_mem_embed.view(1, -1, 1, 1)
-            return {"image_embed": embed, "high_res_feats": list(fpn[: self.model.num_feature_levels - 1])}
+            return {"image_embed": embed, "high_res_feats": list(levels[:-1])}
 
         def _model_coords(self, xy: np.ndarray, size: tuple[int, int]):
             height, width = size
@@ -498,7 +580,7 @@ def _segmenter_class():
             return (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
 
         # -- 3D ----------------------------------------------------------------
-        def propagate_memory(self, images, prompts, progress: bool = False, largest_component: Optional[bool] = None,
+        def propagate_memory(self, images, prompts, progress: bool = False, largest_component: bool | None = None,
                              stop_after=_DEFAULT, masks=None):
             """SAM2 memory propagation through a volume; see :func:`promptseg.models.sam2_memory.propagate_memory`.
 
@@ -513,34 +595,7 @@ def _segmenter_class():
                 stop_after=self.stop_after if stop_after is _DEFAULT else stop_after, masks=masks,
             )
 
-        # -- fine-tuning hooks -----------------------------------------------
-        def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-            """Resize a uint8 slice to ``S x S`` (antialiased bilinear, rounded); returns it and ``(S, S)``."""
-            image = np.asarray(image)
-            if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-                raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
-            x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-            x = x[None, None] if image.ndim == 2 else x.permute(2, 0, 1)[None]
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False, antialias=True)
-            out = x[0].round().clamp(0, 255).to(torch.uint8).numpy()
-            out = out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
-            return np.ascontiguousarray(out), (self.input_size, self.input_size)
-
-        def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
-            """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize -> ``(S, S)`` bool."""
-            size = (self.input_size, self.input_size)
-            return np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize(size, Image.NEAREST)) > 0
-
-        @staticmethod
-        def model_input(prepared: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-            """Prepared uint8 ``(S, S[, 3])`` -> ``(3, S, S)`` float32: / 255, ImageNet mean / std."""
-            x = np.asarray(prepared, dtype=np.float32) / 255.0
-            x = np.repeat(x[None], 3, axis=0) if x.ndim == 2 else np.moveaxis(x, -1, 0)
-            mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-            std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
-            return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
-
+        # -- fine-tuning hooks (prepare_slice / prepare_mask / model_input: SAM2Preprocessing) --
         def train_forward(self, net, batch: dict, device):
             """Differentiable 2D forward of a batch through the training view.
 
@@ -590,7 +645,7 @@ def _segmenter_class():
 _SEGMENTER = None
 
 
-def SAM2Segmenter(*args, **kwargs):  # noqa: N802 - builds the class lazily (torch / sam2 imports)
+def SAM2Segmenter(*args, **kwargs):
     """Build a SAM2-family segmenter; see the class docstring (``SAM2Segmenter.__doc__`` after import)."""
     return segmenter_class()(*args, **kwargs)
 
@@ -623,6 +678,7 @@ def _spec(variant: SAM2Variant):
         build=_builder(variant.name),
         needs_checkpoint=True,
         propagation=("chain", "memory"),
+        preprocessing=functools.partial(SAM2Preprocessing, variant.name),
     )
 
 

@@ -24,15 +24,19 @@ The protocol (MedSAM2's 3D inference, ``medsam2_infer_3D_CT.py``):
 
 Objects prompted on the same slice share one pass (each slice is encoded once
 for all of them; objects are tracked independently, as upstream does since
-sam2 1.1); objects prompted on different slices get passes of their own.
+sam2 1.1); objects prompted on different slices get passes of their own. The
+key slices of a key-slice object are encoded a second time when their masks
+enter the memory (upstream caches the features of one slice only).
 
 Where an object ends: on every slice SAM2 predicts an *object score*; when its
 logit is <= 0 upstream already replaces the mask by an empty one. A slice
 "without the object" is one with object-score logit <= 0 or an empty mask.
 Propagation stops in a direction after ``stop_after`` consecutive slices
-without the object (default 1: at the first one; ``None``: never, the whole
-volume is tracked as upstream's ``propagate_in_video`` does). Objects with a
-z-range or key slices cover exactly their range instead, whatever the score.
+without the object (default 1: at the first one), and in both directions when
+the prompted slice itself shows no object. With ``stop_after=None`` it never
+stops: the whole volume is tracked both ways, as upstream's
+``propagate_in_video`` does. Objects with a z-range or key slices cover exactly
+their range instead, whatever the score.
 ``largest_component=True`` then keeps each object's largest 3D connected
 component (26-connectivity), as MedSAM2's inference does.
 
@@ -43,8 +47,8 @@ score logit)`` (SAM2's video path keeps no predicted IoU).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,8 +57,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import PromptError
-from ..propagation import ObjectResult
 from ..prompts import ObjectPrompt
+from ..propagation import ObjectResult
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,7 +156,7 @@ class _Track:
         return self.high if direction == "up" else self.low
 
 
-def _tracks(prompts: Sequence[ObjectPrompt], masks: Optional[dict], depth: int, shape: tuple[int, int]) -> list[_Track]:
+def _tracks(prompts: Sequence[ObjectPrompt], masks: dict | None, depth: int, shape: tuple[int, int]) -> list[_Track]:
     masks = masks or {}
     labels = {p.label for p in prompts}
     unknown = sorted(set(masks) - labels)
@@ -218,15 +222,17 @@ def _record(track: _Track, z: int, logits: torch.Tensor, score_logit: float) -> 
 
 
 def _sweep(model, state: dict, tracks: list[_Track], start: int, direction: str, depth: int,
-           stop_after: Optional[int], bar) -> None:
+           stop_after: int | None, bar) -> None:
     """One direction of one pass: prompts are already added to ``state``."""
     reverse = direction == "down"
     step = -1 if reverse else 1
+    for track in tracks:  # the run of slices without the object is counted per direction
+        track.absent_run = 0
     model.propagate_in_video_preflight(state)
     if direction == "up":
         for track in tracks:
             logits, score = _track_frame(model, state, track, start, reverse)
-            if not _record(track, start, logits, score) and not track.bounded:
+            if not _record(track, start, logits, score) and not track.bounded and stop_after is not None:
                 reason = "no object found on the prompted slice"
                 track.active = {"up": False, "down": False}
                 track.result.stops = {"up": reason, "down": reason}
@@ -293,8 +299,8 @@ def propagate_memory(
     device: torch.device | str = "cpu",
     progress: bool = False,
     largest_component: bool = False,
-    stop_after: Optional[int] = 1,
-    masks: Optional[dict[int, dict[int, np.ndarray]]] = None,
+    stop_after: int | None = 1,
+    masks: dict[int, dict[int, np.ndarray]] | None = None,
 ) -> tuple[list[ObjectResult], list[int]]:
     """Segment every object of ``prompts`` through ``images`` with SAM2's memory propagation.
 
@@ -308,7 +314,8 @@ def propagate_memory(
         progress: show a progress bar of tracked slices.
         largest_component: keep each object's largest 3D connected component.
         stop_after: consecutive slices without the object that end a direction
-            (``None``: track to the end of the volume); see the module docstring.
+            (``None``: track to the end of the volume, even from a prompted slice
+            without the object); see the module docstring.
         masks: mask prompts ``{object label: {z: (H, W) bool}}`` replacing that
             object's box / points on slice ``z`` (Python API only).
 
@@ -316,7 +323,8 @@ def propagate_memory(
         One :class:`~promptseg.propagation.ObjectResult` per prompt (same order; logits
         ``(H, W)`` float16 on slices with a non-empty mask, scores = object-presence
         probability, stops per direction) and every slice the image encoder processed,
-        in order (a slice repeats when objects prompted on different slices visit it).
+        in order (a slice repeats when objects prompted on different slices visit it,
+        and key slices repeat once; see the module docstring).
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 from .base import Segmenter
 
@@ -21,6 +21,9 @@ class ModelSpec:
         build: ``build(checkpoint, device, **kwargs) -> Segmenter``.
         needs_checkpoint: True when no weights are bundled (the user supplies a file).
         propagation: 3D modes the backend supports (``"chain"``, ``"memory"``).
+        preprocessing: ``preprocessing() -> object`` with ``name``, ``input_size``,
+            ``prepare_slice``, ``prepare_mask`` and ``model_input`` of the backend, built
+            without weights (what ``promptseg prepare`` needs); None: build the backend itself.
     """
 
     name: str
@@ -31,3 +34,4 @@ class ModelSpec:
     build: Callable[..., Segmenter]
     needs_checkpoint: bool = True
     propagation: tuple[str, ...] = field(default=("chain",))
+    preprocessing: Optional[Callable[[], object]] = None

@@ -22,6 +22,7 @@ Both ``.pt`` files load with ``promptseg segment --checkpoint``.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import time
@@ -42,6 +43,8 @@ from .prepare import read_manifest
 from .samples import TrainingSamples, collate
 from .split import read_split
 from .trainable import apply_trainable, base_network, frozen_parts, inference_state_dict
+
+log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["epoch", "step", "train_loss", "val_dice", "lr", "seconds"]
 
@@ -251,7 +254,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
 
     cache, encoded = None, 0
     base = base_network(model)
-    if "image_encoder" in frozen and cfg.train.cache_embeddings:
+    cacheable = getattr(segmenter, "embedding_cache", True)
+    if "image_encoder" in frozen and cfg.train.cache_embeddings and not cacheable and is_main:
+        log.info("%s: image features are not cached (the backend re-encodes every sample)", segmenter.name)
+    if "image_encoder" in frozen and cfg.train.cache_embeddings and cacheable:
         if is_main:
             cache, encoded = EmbeddingCache.build(cfg.data.prepared, sorted(set(sets["train"]) | set(sets["val"])),
                                                   base.image_encoder, segmenter.model_input, device, progress)

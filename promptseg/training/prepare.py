@@ -161,19 +161,20 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
         out_dir: output folder (created; an existing prepared folder is overwritten case by case).
         model: backend whose input size and resampling the samples follow.
         settings: see :class:`PrepareSettings`.
-        segmenter: an already-built segmenter (default: ``build_segmenter(model)``).
+        segmenter: an already-built segmenter (default: the backend's pre-processing,
+            :func:`promptseg.models.registry.build_preprocessing`; no weights needed).
 
     Returns:
         ``out_dir``.
     """
     from ..evaluation.datasets import load_dataset
-    from ..models import build_segmenter
+    from ..models.registry import build_preprocessing
 
     settings = settings or PrepareSettings()
     if not 0 <= settings.empty_fraction <= 10:
         raise PromptsegError("empty_fraction must be between 0 and 10 (share of the labelled slices)")
     dataset = load_dataset(dataset_path)
-    segmenter = segmenter or build_segmenter(model)
+    segmenter = segmenter or build_preprocessing(model)
     out_dir = Path(out_dir)
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     names = {**{int(k): v for k, v in dataset.label_names.items()}}
