@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_image_args, load_image
+from .common import add_image_args, add_intensity_args, add_model_args, load_image
 
 DESCRIPTION = """\
 Segment everything on one slice without prompts. SAM is prompted with a regular
@@ -62,15 +62,9 @@ def register(sub) -> None:
                    "(0-1, default 0.7; 1 keeps all)")
     g.add_argument("--points-per-batch", type=int, default=64, metavar="N",
                    help="grid points decoded at once (memory vs speed; default 64)")
-    md = p.add_argument_group("model")
-    md.add_argument("--model", default="sam-vit-b", help="sam-vit-b (default), sam-vit-l or sam-vit-h")
-    md.add_argument("--checkpoint", metavar="PATH", help="the model's weights, e.g. sam_vit_b_01ec64.pth (required)")
-    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
-    it = p.add_argument_group("intensity")
-    ix = it.add_mutually_exclusive_group()
-    ix.add_argument("--window", metavar="L,W|PRESET", help="CT window level,width or a preset: soft-tissue (default for CT), lung, brain, bone")
-    ix.add_argument("--modality", choices=["ct", "mr", "other"], help="override the detected modality")
+    add_model_args(p, "sam-vit-b (default), sam-vit-l or sam-vit-h",
+                   "the model's weights, e.g. sam_vit_b_01ec64.pth (required)", default_model="sam-vit-b")
+    add_intensity_args(p)
     out = p.add_argument_group("output")
     out.add_argument("--summary", metavar="OUT.json", help="write a JSON summary of the masks")
     out.add_argument("--overlay", metavar="OUT.png", help="write a picture of the slice with the masks")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_model_args
+
 EPILOG_BENCHMARK = """\
 DATASET is a folder with images/ + labels/ (matching names; also imagesTr/ + labelsTr/, imgs/ + gts/),
 a folder of MedSAM .npz files (imgs + gts), or a .csv / .json manifest (image,label[,case][,label_names][,phases]);
@@ -64,11 +66,8 @@ def register(sub) -> None:
     ev.add_argument("--tolerance-mm", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
     ev.add_argument("--labels", metavar="L1,L2,...", help="only these label values (default: all labels of each reference)")
     ev.add_argument("--limit", type=int, metavar="N", help="only the first N cases")
-    md = p.add_argument_group("model")
-    md.add_argument("--model", default="litemedsam", help="backend (see 'promptseg models'; default litemedsam)")
-    md.add_argument("--checkpoint", metavar="PATH", help="fine-tuned weights (default: bundled weights)")
-    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
+    add_model_args(p, "backend (see 'promptseg models'; default litemedsam)",
+                   "weights for the backend: required for all but litemedsam (bundled); fine-tuned weights too")
     p.add_argument("--overwrite", action="store_true", help="delete the run files in RUN_DIR and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -85,7 +84,12 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def run(args) -> int:
     from ..errors import PromptsegError
-    from ..evaluation.benchmark import canonical_sweep, read_metrics, run_benchmark, sweep_settings
+    from ..evaluation.benchmark import (
+        canonical_sweep,
+        read_metrics,
+        run_benchmark,
+        sweep_settings,
+    )
     from ..evaluation.datasets import load_dataset
     from ..models import build_segmenter
 

@@ -14,3 +14,23 @@ def load_image(args):
     from ..io import load_volume
 
     return load_volume(args.image, series_uid=args.series)
+
+
+def add_model_args(p: argparse.ArgumentParser, model_help: str, checkpoint_help: str,
+                   default_model: str = "litemedsam"):
+    """The ``model`` option group: ``--model``, ``--checkpoint``, ``--device``, ``--runtime``; returns the group."""
+    md = p.add_argument_group("model")
+    md.add_argument("--model", default=default_model, help=model_help)
+    md.add_argument("--checkpoint", metavar="PATH", help=checkpoint_help)
+    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
+    return md
+
+
+def add_intensity_args(p: argparse.ArgumentParser) -> None:
+    """The ``intensity`` option group: ``--window`` or ``--modality``."""
+    it = p.add_argument_group("intensity")
+    ix = it.add_mutually_exclusive_group()
+    ix.add_argument("--window", metavar="L,W|PRESET",
+                    help="CT window level,width or a preset: soft-tissue (default for CT), lung, brain, bone")
+    ix.add_argument("--modality", choices=["ct", "mr", "other"], help="override the detected modality")

@@ -74,7 +74,12 @@ def default_summary_path(output) -> Path:
 def run(args) -> int:
     import sys
 
-    from ..evaluation.evaluate import evaluate_matching, match_cases, write_metrics_csv, write_summary_json
+    from ..evaluation.evaluate import (
+        evaluate_matching,
+        match_cases,
+        write_metrics_csv,
+        write_summary_json,
+    )
     from ..evaluation.metrics import EvaluationError, check_tolerance
     from ..evaluation.summary import format_table, summarize
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_image_args, load_image
+from .common import add_image_args, add_intensity_args, add_model_args, load_image
 
 EPILOG_SEGMENT = """\
 coordinates are voxel indices as in 3D Slicer's IJK: x = column, y = row, z = slice (0-based).
@@ -27,6 +27,10 @@ examples:
 
   # several objects from a JSON prompt file (see docs/prompts.md), MR normalisation
   promptseg segment mr.nrrd -o labels.nrrd --prompts prompts.json --modality mr
+
+  # another model with its downloaded weights (promptseg models lists them); SAM2 memory propagation
+  promptseg segment ct.nii.gz -o t.nii.gz --box 206,347,229,368 --slice 33 \\
+      --model medsam2 --checkpoint MedSAM2_latest.pt --propagation memory --largest-component
 
   # a DICOM series folder holding several series
   promptseg segment dicom_dir/ --series 1.2.840.113619... -o out.nii.gz --box ... --slice 40
@@ -75,15 +79,9 @@ def register(sub) -> None:
                    help="stop rule: beyond that reach, minimum IoU between consecutive masks (default 0.5)")
     m.add_argument("--stop-appearance", type=float, default=0.5, metavar="F",
                    help="stop rule: minimum share of object-like voxels in a mask, 0 disables (default 0.5)")
-    md = seg.add_argument_group("model")
-    md.add_argument("--model", default="litemedsam", help="backend (see 'promptseg models'; default litemedsam)")
-    md.add_argument("--checkpoint", metavar="PATH", help="fine-tuned weights for the backend (default: bundled weights)")
-    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
-    it = seg.add_argument_group("intensity")
-    ix = it.add_mutually_exclusive_group()
-    ix.add_argument("--window", metavar="L,W|PRESET", help="CT window level,width or a preset: soft-tissue (default for CT), lung, brain, bone")
-    ix.add_argument("--modality", choices=["ct", "mr", "other"], help="override the detected modality")
+    add_model_args(seg, "backend (see 'promptseg models'; default litemedsam)",
+                   "weights for the backend: required for all but litemedsam (bundled); fine-tuned weights too")
+    add_intensity_args(seg)
     out = seg.add_argument_group("output")
     out.add_argument("--overlay", metavar="OUT.png", help="write a montage of the segmented slices with masks and prompts")
     out.add_argument("--reference", metavar="LABELS", help="a reference label map on the same grid: print the Dice per label")
@@ -93,9 +91,16 @@ def register(sub) -> None:
 
 
 def _prompts_from_args(args, volume):
-    from ..prompts import (make_object, parse_box, parse_box3d, parse_line, parse_point, parse_range,
-                          load_prompt_file)
     from ..errors import PromptError
+    from ..prompts import (
+        load_prompt_file,
+        make_object,
+        parse_box,
+        parse_box3d,
+        parse_line,
+        parse_point,
+        parse_range,
+    )
 
     shape2d = volume.shape[1:]
     single = any([args.box, args.point, args.line, args.box3d, args.key_box])
