@@ -129,15 +129,19 @@ class Segmenter(ABC):
         return sam_style_train_forward(net, batch, device)
 
 
+def batch_features(net, batch: dict, device):
+    """Image features of a training batch: its cached ``"embedding"`` or ``net.image_encoder(batch["image"])``."""
+    if "embedding" in batch:
+        return batch["embedding"].to(device)
+    return net.image_encoder(batch["image"].to(device))
+
+
 def sam_style_train_forward(net, batch: dict, device) -> tuple[Any, Any]:
     """Training forward of a SAM-style network whose mask decoder takes one prompt per image
     and returns masks on the model-input grid (LiteMedSAM: 256 px in, 256 px masks out)."""
     import torch
 
-    if "embedding" in batch:
-        features = batch["embedding"].to(device)
-    else:
-        features = net.image_encoder(batch["image"].to(device))
+    features = batch_features(net, batch, device)
     boxes = batch["box"].to(device)
     has_box = not torch.isnan(boxes).any()
     points = None

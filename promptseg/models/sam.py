@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Embedding, Prediction, Segmenter
+from .base import Embedding, Prediction, Segmenter, batch_features
 
 log = logging.getLogger(__name__)
 
@@ -500,10 +500,7 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         import torch
         import torch.nn.functional as F
 
-        if "embedding" in batch:
-            features = batch["embedding"].to(device)
-        else:
-            features = net.image_encoder(batch["image"].to(device))
+        features = batch_features(net, batch, device)
         boxes = batch["box"].to(device)
         has_box = not torch.isnan(boxes).any()
         has_points = batch["points"].shape[1] > 0
