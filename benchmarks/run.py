@@ -219,6 +219,11 @@ def render(prop: dict, encoders: list, command: str, training: dict | None = Non
         "The target was set on a quieter machine (eager 1.5-2.0 s, OpenVINO 0.71 s per slice, i.e. ~105 GFLOP/s "
         "for the 75 GFLOP encoder); a 2-thread sgemm probe on the machine that produced this file reached "
         "~60-66 GFLOP/s, and OpenVINO's gain over eager shrinks more than eager's own time when the host is busy.",
+        "- Also tried (one-off probes on a quiet host, 2026-11-24, not re-run by `make bench`): the same slice's "
+        "encoder took 2.05 s eager, 1.39 s in OpenVINO fp32 from the ONNX export and 1.39 s from OpenVINO's own "
+        "PyTorch front end (no gain from skipping ONNX); NNCF int8 post-training quantisation (16 calibration "
+        "slices) took 3.12 s -- 2.3x *slower* than fp32 on this CPU (AVX2 without VNNI) -- with a maximum relative "
+        "error of 0.25, so it was rejected. On this hardware the fp32 encoder is the bound (~1.5x over eager).",
     ]
     return "\n".join(lines) + "\n"
 
