@@ -773,3 +773,16 @@ def test_cli_memory_propagation_needs_a_sam2_model(tmp_path, monkeypatch, capsys
     assert "--propagation chain" in err
     assert not out.exists()
 
+
+
+def test_chaining_works_with_sam2_backends_too(segmenters, lung):
+    """--propagation chain (the default) is available for every backend: boxes from each mask prompt the next slice."""
+    volume, images, _ = lung
+    seg = segmenters["sam2.1-hiera-tiny"]
+    obj = make_object(slice=TUMOUR_Z, box=TUMOUR_BOX, z_range=(31, 35))
+    result = promptseg.segment(volume, [obj], seg, mode="3d", propagation="chain")
+    assert sorted(result.encoded_slices) == [31, 32, 33, 34, 35]  # each slice of the range encoded once
+    direct = seg.decode(seg.embed(images[TUMOUR_Z]), box=TUMOUR_BOX).mask
+    np.testing.assert_array_equal(result.labels.array[TUMOUR_Z] == 1, direct)
+    assert result.labels.array[:31].sum() == 0 and result.labels.array[36:].sum() == 0
+    _same_grid(result.labels, volume)
