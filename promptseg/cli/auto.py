@@ -73,8 +73,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..automatic import (
         automatic_masks,
         check_model_name,
@@ -82,10 +80,9 @@ def run(args) -> int:
         check_slice,
         save_summary,
     )
-    from ..errors import ImageWriteError, PromptError
+    from ..errors import PromptError
     from ..intensity import NormalizedSlices, resolve_window
-    from ..io import SUPPORTED_OUTPUT_SUFFIXES, save_mask
-    from ..io.common import format_suffix
+    from ..io import check_output_path, save_mask
     from ..models import build_segmenter
     from ..overlay import save_overlay
 
@@ -93,14 +90,9 @@ def run(args) -> int:
     check_model_name(args.model)
     check_parameters(args.points_per_side, args.pred_iou_thresh, args.stability_score_thresh, args.min_area,
                      box_nms_thresh=args.box_nms_thresh, points_per_batch=args.points_per_batch)
-    suffix = format_suffix(Path(args.output))
-    if suffix not in SUPPORTED_OUTPUT_SUFFIXES:
-        raise ImageWriteError(f"cannot write {args.output}: unknown output format '{suffix or '(no extension)'}'; "
-                              f"supported: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}")
+    check_output_path(args.output)
     volume = load_image(args)
-    if suffix == ".png" and volume.num_slices > 1:
-        raise ImageWriteError(f"cannot write {args.output}: PNG holds one 2D slice, this volume has "
-                              f"{volume.num_slices} slices; use .nii.gz, .nrrd, .mha or .npz")
+    check_output_path(args.output, volume.num_slices)
     z = args.slice
     if z is None:
         if volume.num_slices != 1:

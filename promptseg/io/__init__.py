@@ -5,7 +5,8 @@ Public API:
 * :func:`load_volume` -- NIfTI, NRRD, MetaImage, DICOM (folder or file),
   MedSAM NPZ, PNG/JPEG/TIFF/BMP.
 * :func:`load_labels` -- integer label maps, optionally checked against a reference grid.
-* :func:`save_mask` / :func:`save_volume` -- atomic writes on the reference grid.
+* :func:`save_mask` / :func:`save_volume` -- atomic writes on the reference grid;
+  :func:`check_output_path` fails early on a path they cannot write.
 * :func:`list_dicom_series` -- the series in a DICOM folder.
 * :data:`SUPPORTED_IMAGE_SUFFIXES` / :data:`SUPPORTED_OUTPUT_SUFFIXES`.
 """
@@ -14,12 +15,18 @@ from .atomic import atomic_path
 from .common import SUPPORTED_IMAGE_SUFFIXES, supported_formats_text
 from .dicom import list_dicom_series
 from .readers import load_labels, load_volume
-from .writers import SUPPORTED_OUTPUT_SUFFIXES, save_mask, save_volume
+from .writers import (
+    SUPPORTED_OUTPUT_SUFFIXES,
+    check_output_path,
+    save_mask,
+    save_volume,
+)
 
 __all__ = [
     "SUPPORTED_IMAGE_SUFFIXES",
     "SUPPORTED_OUTPUT_SUFFIXES",
     "atomic_path",
+    "check_output_path",
     "list_dicom_series",
     "load_labels",
     "load_volume",

@@ -91,6 +91,15 @@ def read_raster(path, labels: bool = False) -> Volume:
     return Volume(array, metadata=metadata)
 
 
+def check_png_slices(destination, num_slices: int) -> None:
+    """Raise :class:`ImageWriteError` unless ``num_slices`` is 1 (PNG holds one 2D slice)."""
+    if num_slices != 1:
+        raise ImageWriteError(
+            f"cannot write {destination}: PNG holds one 2D slice, this volume has "
+            f"{num_slices} slices; use .nii.gz, .nrrd, .mha or .npz"
+        )
+
+
 def write_png(target: Path, array: np.ndarray, destination: Path) -> None:
     """Write one slice ``(1, H, W)`` (uint8/uint16) or ``(1, H, W, 3)`` (uint8) as PNG.
 
@@ -102,11 +111,7 @@ def write_png(target: Path, array: np.ndarray, destination: Path) -> None:
     Raises:
         ImageWriteError: more than one slice, or a dtype PNG cannot hold exactly.
     """
-    if array.shape[0] != 1:
-        raise ImageWriteError(
-            f"cannot write {destination}: PNG holds one 2D slice, this volume has "
-            f"{array.shape[0]} slices; use .nii.gz, .nrrd, .mha or .npz"
-        )
+    check_png_slices(destination, array.shape[0])
     data = array[0]
     allowed = (np.uint8,) if data.ndim == 3 else (np.uint8, np.uint16)
     if data.dtype.type not in allowed:

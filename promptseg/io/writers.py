@@ -25,13 +25,31 @@ from ..volume import Volume
 from .atomic import atomic_bundle, atomic_path
 from .common import format_suffix, label_dtype, one_line_sitk_error
 from .npz import IMAGE_KEY, write_npz
-from .raster import write_png
+from .raster import check_png_slices, write_png
 from .readers import grid_differences
 from .sitk_image import sitk_from_volume
 
 SITK_WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 #: Suffixes :func:`save_mask` and :func:`save_volume` can write.
 SUPPORTED_OUTPUT_SUFFIXES = SITK_WRITE_SUFFIXES + (".npz", ".png")
+
+
+def check_output_path(path, num_slices: int | None = None) -> str:
+    """Fail early on an output ``path`` no writer can produce; returns its format suffix.
+
+    Raises:
+        ImageWriteError: unknown suffix, or ``.png`` for a volume of ``num_slices`` > 1
+            (checked when ``num_slices`` is given).
+    """
+    suffix = format_suffix(Path(path))
+    if suffix not in SUPPORTED_OUTPUT_SUFFIXES:
+        raise ImageWriteError(
+            f"cannot write {path}: unknown output format '{suffix or '(no extension)'}'; "
+            f"supported: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}"
+        )
+    if suffix == ".png" and num_slices is not None:
+        check_png_slices(path, num_slices)
+    return suffix
 
 
 def _write_sitk(grid: Volume, array: np.ndarray, path: Path) -> None:
@@ -49,21 +67,16 @@ def _write_sitk(grid: Volume, array: np.ndarray, path: Path) -> None:
 def _write(grid: Volume, array: np.ndarray, path, npz_key: str) -> Path:
     """Write ``array`` ``(z, y, x[, 3])`` on ``grid``'s geometry to ``path``, atomically."""
     path = Path(path)
-    suffix = format_suffix(path)
+    suffix = check_output_path(path)
     try:
         if suffix in SITK_WRITE_SUFFIXES:
             _write_sitk(grid, array, path)
         elif suffix == ".npz":
             with atomic_path(path) as temporary:
                 write_npz(temporary, npz_key, array, grid.spacing, path)
-        elif suffix == ".png":
+        else:  # .png
             with atomic_path(path) as temporary:
                 write_png(temporary, array, path)
-        else:
-            raise ImageWriteError(
-                f"cannot write {path}: unknown output format '{suffix or '(no extension)'}'; "
-                f"supported: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}"
-            )
     except RuntimeError as error:
         raise ImageWriteError(f"cannot write {path}: {one_line_sitk_error(error)}") from None
     except (OSError, ValueError, TypeError) as error:
