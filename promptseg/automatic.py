@@ -130,14 +130,7 @@ def _predictor(segmenter, on_step: Callable[[], None] | None = None):
         def predict_torch(self, point_coords, point_labels, boxes=None, mask_input=None,
                           multimask_output=True, return_logits=False):
             points = (point_coords, point_labels) if point_coords is not None else None
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res, iou = self.model.mask_decoder(
-                image_embeddings=self.features,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-            )
+            low_res, iou = segmenter.decode_prompts(self.features, points, boxes, mask_input, multimask_output)
             masks = segmenter.postprocess(low_res, self.embedding)
             if not return_logits:
                 masks = masks > self.model.mask_threshold

@@ -26,6 +26,7 @@ slice's size (``> 0`` is inside).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -101,22 +102,14 @@ class LiteMedSAM(Segmenter):
         self.weights_digest = load_weights(self.net, self.checkpoint)
         self.net.eval().to(self.device)
         self.runtime_kind = runtime
-        self._encoder = None  # built lazily: exporting to a runtime costs seconds
         self._warned_points = False
 
     # -- encoder ------------------------------------------------------------
-    @property
+    @functools.cached_property
     def encoder(self):
-        """The image-encoder runtime (built on first use)."""
-        if self._encoder is None:
-            self._encoder = self._build_encoder()
-        return self._encoder
+        """The image-encoder runtime, built on first use (exporting to a runtime costs seconds)."""
+        from .runtime import build_encoder_runtime
 
-    def _build_encoder(self):
-        try:
-            from .runtime import build_encoder_runtime
-        except ImportError:  # pragma: no cover - runtime module is part of the package
-            return _EagerEncoder(self.net.image_encoder, self.device)
         return build_encoder_runtime(
             self.net.image_encoder,
             input_size=INPUT_SIZE,
@@ -255,17 +248,6 @@ class LiteMedSAM(Segmenter):
 
     def describe(self) -> str:
         return f"litemedsam ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device})"
-
-
-class _EagerEncoder:
-    name = "torch"
-
-    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
-        self.module, self.device = module, device
-
-    @torch.inference_mode()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.module(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
 
 
 def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:

@@ -362,7 +362,6 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         if int(self.net.image_encoder.img_size) != INPUT_SIZE:  # pragma: no cover - fixed upstream
             raise ModelError(f"{variant}: expected a {INPUT_SIZE} px encoder")
         self.runtime_kind = runtime
-        self._encoder = None
         self._warned_points = False
 
     # -- properties used by promptseg.automatic -------------------------------
@@ -372,14 +371,9 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         return self.variant.automatic
 
     # -- encoder --------------------------------------------------------------
-    @property
+    @functools.cached_property
     def encoder(self):
         """Callable ``(N, 3, 1024, 1024) float32 -> (N, 256, 64, 64) float32`` (numpy), built on first use."""
-        if self._encoder is None:
-            self._encoder = self._build_encoder()
-        return self._encoder
-
-    def _build_encoder(self):
         from .runtime import build_encoder_runtime
 
         kind = "torch" if self.runtime_kind == "auto" else self.runtime_kind
@@ -448,20 +442,35 @@ class SamSegmenter(SamPreprocessing, Segmenter):
                     torch.as_tensor(pts, dtype=torch.float, device=self.device)[None],
                     torch.as_tensor(labels, dtype=torch.int, device=self.device)[None],
                 )
-            sparse, dense = self.net.prompt_encoder(points=points_t, boxes=boxes_t, masks=None)
             # a single point is ambiguous (part / whole / larger structure): let SAM
             # propose three masks and keep the one with the best predicted IoU
             multimask = box is None and points_t is not None and points_t[0].shape[1] == 1
-            low_res, iou = self.net.mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=self.net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
+            low_res, iou = self.decode_prompts(embedding.features, points_t, boxes_t, multimask_output=multimask)
             best = int(torch.argmax(iou[0])) if multimask else 0
             logits = self.postprocess(low_res[:, best : best + 1], embedding)
         return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]))
+
+    def decode_prompts(self, features, points=None, boxes=None, masks=None, multimask_output: bool = False):
+        """Prompt encoder + mask decoder on the 1024 grid, as ``SamPredictor.predict_torch``.
+
+        Args:
+            features: image embedding ``(1, 256, 64, 64)``.
+            points: ``(coords (B, N, 2), labels (B, N))`` tensors on the 1024 grid, or None.
+            boxes: ``(B, 4)`` tensor on the 1024 grid, or None.
+            masks: ``(B, 1, 256, 256)`` mask-logit prompts, or None.
+
+        Returns:
+            ``(low-res logits (B, C, 256, 256), predicted IoU (B, C))``; C = 3 with
+            ``multimask_output``, else 1.
+        """
+        sparse, dense = self.net.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        return self.net.mask_decoder(
+            image_embeddings=features,
+            image_pe=self.net.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
 
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
         """The tight box of ``mask`` grown by :attr:`box_margin` 1024-grid pixels per side
