@@ -455,8 +455,7 @@ def _segmenter_class():
 
             if runtime not in ("auto", "torch"):
                 raise ModelError(f"SAM2 backends run in PyTorch only: --runtime auto or torch, not {runtime!r}")
-            self.variant = VARIANTS[variant] if isinstance(variant, str) else variant
-            self.name = self.variant.name
+            SAM2Preprocessing.__init__(self, variant)
             if checkpoint is None:
                 raise CheckpointError(f"model {self.name} needs weights: {self.variant.checkpoint_file} "
                                       f"from {self.variant.source}")
@@ -466,7 +465,7 @@ def _segmenter_class():
             self.device = resolve_device(device)
             self.hydra_overrides = tuple(hydra_overrides)
             self.model = build_network(self.variant, self.hydra_overrides)
-            self.input_size = int(self.model.image_size)
+            self.input_size = int(self.model.image_size)  # the variant's, unless an override changed it
             self._view = SAM2TrainingView(self.model)
             self.weights_digest = load_sam2_weights(self.model, self.checkpoint, self.variant, self._view)
             self.model.to(self.device).eval()

@@ -254,10 +254,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
 
     cache, encoded = None, 0
     base = base_network(model)
-    cacheable = getattr(segmenter, "embedding_cache", True)
-    if "image_encoder" in frozen and cfg.train.cache_embeddings and not cacheable and is_main:
-        log.info("%s: image features are not cached (the backend re-encodes every sample)", segmenter.name)
-    if "image_encoder" in frozen and cfg.train.cache_embeddings and cacheable:
+    use_cache = "image_encoder" in frozen and cfg.train.cache_embeddings
+    if use_cache and not getattr(segmenter, "embedding_cache", True):
+        use_cache = False
+        if is_main:
+            log.info("%s: image features are not cached (the backend re-encodes every sample)", segmenter.name)
+    if use_cache:
         if is_main:
             cache, encoded = EmbeddingCache.build(cfg.data.prepared, sorted(set(sets["train"]) | set(sets["val"])),
                                                   base.image_encoder, segmenter.model_input, device, progress)
