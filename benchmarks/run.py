@@ -100,7 +100,7 @@ def bench_propagation(repeats: int) -> dict:
 
 def bench_encoders(repeats: int) -> list[tuple[str, float, float]]:
     """Batch-1 encoder latency per runtime on a real CT slice, and max |difference| to eager."""
-    from promptseg.models.runtime import available_runtimes, build_encoder_runtime
+    from promptseg.runtimes import available_runtimes, build_encoder_runtime
 
     volume = promptseg.load_volume(DEMO_IMAGE)
     model = build_segmenter("litemedsam", runtime="torch")

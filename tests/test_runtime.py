@@ -1,4 +1,4 @@
-"""Image-encoder runtimes (promptseg.models.runtime).
+"""Image-encoder runtimes (promptseg.runtimes).
 
 Fast tests use a tiny convolutional encoder (exports in well under a second) for
 the cache / fallback / error logic; the ``slow`` tests check every available
@@ -17,7 +17,10 @@ import pytest
 import torch
 
 from promptseg.errors import ModelError, PromptsegError
-from promptseg.models import runtime as rt
+from promptseg import runtimes as rt
+from promptseg.runtimes import build as rt_build
+from promptseg.runtimes import eager as rt_eager
+from promptseg.runtimes import onnx_export
 
 ROOT = Path(__file__).resolve().parent.parent
 LUNG1 = ROOT / "promptseg" / "data" / "lung1_image.nrrd"
@@ -67,12 +70,12 @@ def eager(encoder, images):
 
 
 class ExportCounter:
-    """Wraps ``rt._export_onnx`` to count the exports."""
+    """Wraps ``onnx_export.export_onnx`` to count the exports."""
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        self._real = rt._export_onnx
-        monkeypatch.setattr(rt, "_export_onnx", self)
+        self._real = onnx_export.export_onnx
+        monkeypatch.setattr(onnx_export, "export_onnx", self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -80,8 +83,8 @@ class ExportCounter:
 
 
 def no_accelerators(monkeypatch):
-    real = rt._try_import
-    monkeypatch.setattr(rt, "_try_import", lambda name: None if name in ("onnxruntime", "openvino") else real(name))
+    real = rt_build.try_import
+    monkeypatch.setattr(rt_build, "try_import", lambda name: None if name in ("onnxruntime", "openvino") else real(name))
 
 
 # ---------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def test_failed_export_leaves_no_cache_files(toy, tmp_path, monkeypatch):
         Path(path).write_bytes(b"half a file")
         raise RuntimeError("exporter crashed")
 
-    monkeypatch.setattr(rt, "_export_onnx", broken)
+    monkeypatch.setattr(onnx_export, "export_onnx", broken)
     with pytest.raises(ModelError, match="exporter crashed"):
         rt.build_encoder_runtime(toy, TOY_SIZE, kind=EXPORTED[0], cache_key="toy", cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -220,7 +223,7 @@ def test_auto_falls_back_to_torch_when_accelerators_are_unavailable(toy, images,
     def jit_fails(*args, **kwargs):
         raise RuntimeError("tracing failed")
 
-    monkeypatch.setattr(rt, "_build_torch_jit", jit_fails)
+    monkeypatch.setattr(rt_eager, "build_torch_jit", jit_fails)
     with caplog.at_level(logging.WARNING, logger=rt.__name__):
         runtime = rt.build_encoder_runtime(toy, TOY_SIZE, kind="auto")
     assert runtime.name == "torch"
@@ -243,7 +246,7 @@ def test_auto_falls_back_when_the_export_fails(toy, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter crashed")
 
-    monkeypatch.setattr(rt, "_export_onnx", broken)
+    monkeypatch.setattr(onnx_export, "export_onnx", broken)
     with caplog.at_level(logging.WARNING, logger=rt.__name__):
         runtime = rt.build_encoder_runtime(toy, TOY_SIZE, kind="auto")
     assert runtime.name == "torch-jit"
@@ -253,13 +256,13 @@ def test_auto_falls_back_when_the_export_fails(toy, monkeypatch, caplog):
 @needs_exported
 def test_a_runtime_with_wrong_results_is_rejected(toy, monkeypatch, caplog):
     kind = EXPORTED[0]
-    real = rt._LOADERS[kind]
+    real = rt_build.LOADERS[kind]
 
     def off_by_a_bit(path, threads):
         run = real(path, threads)
         return lambda batch: run(batch) + 0.01
 
-    monkeypatch.setitem(rt._LOADERS, kind, off_by_a_bit)
+    monkeypatch.setitem(rt_build.LOADERS, kind, off_by_a_bit)
     with pytest.raises(ModelError, match="differs from eager torch"):
         rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind)
     with caplog.at_level(logging.WARNING, logger=rt.__name__):

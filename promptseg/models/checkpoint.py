@@ -19,7 +19,6 @@ A partial load (``strict=False``) never happens silently.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -27,6 +26,7 @@ from typing import Iterable, Mapping, Optional
 import torch
 
 from ..errors import CheckpointError
+from ..io.digest import sha256_file
 
 #: wrapper keys under which training scripts store the weights, tried in order
 WRAPPER_KEYS = ("model", "state_dict")
@@ -155,10 +155,6 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> str:
     return file_digest(path)
 
 
-def file_digest(path: str | Path, length: int = 16) -> str:
-    """First ``length`` hex digits of the file's SHA-256 (identifies weights in caches)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+def file_digest(path: str | Path) -> str:
+    """The 16-hex-digit SHA-256 prefix that identifies weights in caches and logs."""
+    return sha256_file(path, 16)

@@ -78,7 +78,7 @@ class LiteMedSAM(Segmenter):
             ``{"state_dict": ...}``, ``module.`` prefixes); default the bundled
             ``lite_medsam.pth``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA if available).
-        runtime: image-encoder runtime, see :mod:`promptseg.models.runtime`
+        runtime: image-encoder runtime, see :mod:`promptseg.runtimes`
             (``"auto"`` picks the fastest available on the device).
         resample: ``"bilinear"`` (default) or ``"area"``, see the module docstring.
     """
@@ -108,7 +108,7 @@ class LiteMedSAM(Segmenter):
     @functools.cached_property
     def encoder(self):
         """The image-encoder runtime, built on first use (exporting to a runtime costs seconds)."""
-        from .runtime import build_encoder_runtime
+        from ..runtimes import build_encoder_runtime
 
         return build_encoder_runtime(
             self.net.image_encoder,

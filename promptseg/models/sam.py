@@ -321,7 +321,7 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         checkpoint: weights file (required: no weights are bundled).
         variant: a key of :data:`VARIANTS` (``"sam-vit-b"``, ..., ``"medsam-vit-b"``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
-        runtime: image-encoder runtime, see :mod:`promptseg.models.runtime`.
+        runtime: image-encoder runtime, see :mod:`promptseg.runtimes`.
             ``"auto"`` (default) is eager torch: measured on ViT-B at 1024 px, the
             exported runtimes are not worth their export (see docs/models.md).
         vit: encoder size override (a :class:`ViTSize`), for small test models;
@@ -374,7 +374,7 @@ class SamSegmenter(SamPreprocessing, Segmenter):
     @functools.cached_property
     def encoder(self):
         """Callable ``(N, 3, 1024, 1024) float32 -> (N, 256, 64, 64) float32`` (numpy), built on first use."""
-        from .runtime import build_encoder_runtime
+        from ..runtimes import build_encoder_runtime
 
         kind = "torch" if self.runtime_kind == "auto" else self.runtime_kind
         return build_encoder_runtime(
