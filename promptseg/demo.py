@@ -35,7 +35,8 @@ def run_demo(output_dir: str | Path = "demo_output", segmenter=None, progress: b
     from .io import load_labels, load_volume
     from .overlay import save_overlay
     from .prompts import box_from_mask, make_object
-    from .segmentation import dice, segment
+    from .evaluation.metrics import dice
+    from .inference import segment
 
     output_dir = Path(output_dir)
     volume = load_volume(DEMO_IMAGE)

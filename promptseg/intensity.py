@@ -200,41 +200,6 @@ def percentile_mapping(
     return IntensityMapping(lower, upper, zero_nonpositive=True)
 
 
-def apply_window(array: np.ndarray, level: float, width: float) -> np.ndarray:
-    """Clip ``array`` to ``[level - width/2, level + width/2]`` and map it to uint8 0..255.
-
-    Args:
-        array: any shape, intensity units (HU for CT).
-        level: window centre.
-        width: window width (> 0).
-
-    Returns:
-        uint8 array of the same shape; ``lower -> 0``, ``upper -> 255``, values
-        truncated (``np.uint8`` of the scaled float).
-    """
-    return window_mapping(level, width)(array)
-
-
-def apply_percentiles(
-    array: np.ndarray, percentiles: tuple[float, float] = PERCENTILES, source: str = "the image"
-) -> np.ndarray:
-    """MedSAM's MR rule: clip to percentiles of the voxels > 0, scale to 0..255, keep <= 0 at 0.
-
-    Args:
-        array: any shape.
-        percentiles: lower and upper percentile (of voxels > 0, whole array).
-        source: name used in the error message.
-
-    Returns:
-        uint8 array of the same shape. A constant positive part (upper == lower)
-        gives all zeros.
-
-    Raises:
-        ImageReadError: no voxel is > 0.
-    """
-    return percentile_mapping(array, percentiles, source)(array)
-
-
 def intensity_mapping(
     volume: Volume,
     modality: Optional[str] = None,

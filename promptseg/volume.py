@@ -24,6 +24,9 @@ import numpy as np
 
 from .errors import GeometryError
 
+#: what a volume's array holds
+KINDS = ("image", "labels")
+
 
 def _as_triplet(values, name: str) -> tuple[float, float, float]:
     arr = np.asarray(values, dtype=float).ravel()
@@ -43,6 +46,8 @@ class Volume:
         direction: 3x3 direction cosines (columns = voxel axes x, y, z).
         modality: ``"CT"``, ``"MR"``, ... when known (DICOM Modality), else None.
         metadata: free-form extra information (series UID, source path, ...).
+        kind: ``"image"`` (intensities) or ``"labels"`` (an integer label map: each
+            value names a structure; never interpolated or intensity-normalised).
     """
 
     array: np.ndarray
@@ -51,6 +56,7 @@ class Volume:
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
     modality: Optional[str] = None
     metadata: dict = field(default_factory=dict)
+    kind: str = "image"
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array)
@@ -72,6 +78,10 @@ class Volume:
         self.direction = direction.reshape(3, 3)
         if self.modality is not None:
             self.modality = str(self.modality).upper()
+        if self.kind not in KINDS:
+            raise GeometryError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "labels" and self.array.dtype.kind not in "iub":
+            raise GeometryError(f"a label map holds integers, got dtype {self.array.dtype}")
 
     # -- shape helpers ---------------------------------------------------
     @property
@@ -96,6 +106,11 @@ class Volume:
         """Spacing in array-axis order ``(z, y, x)``, mm."""
         return (self.spacing[2], self.spacing[1], self.spacing[0])
 
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (``spacing`` x * y * z mm^3 / 1000)."""
+        return self.spacing[0] * self.spacing[1] * self.spacing[2] / 1000.0
+
     # -- geometry ---------------------------------------------------------
     def same_grid(self, other: "Volume", tol: float = 1e-4) -> bool:
         """True if ``other`` has the same shape, spacing, origin and direction."""
@@ -112,7 +127,8 @@ class Volume:
         return np.array(self.origin) + self.direction @ ijk
 
     def with_array(self, array: np.ndarray, **changes) -> "Volume":
-        """A new volume on this grid holding ``array`` (same z, y, x shape)."""
+        """A new volume on this grid holding ``array`` (same z, y, x shape); ``changes``
+        replace other fields (e.g. ``kind="labels"``, ``modality=None``)."""
         array = np.asarray(array)
         if tuple(array.shape[:3]) != self.shape:
             raise GeometryError(

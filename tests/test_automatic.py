@@ -1,4 +1,4 @@
-"""Prompt-free automatic masks (``promptseg.automatic``, ``promptseg auto``) on a real CT.
+"""Prompt-free automatic masks (``promptseg.inference.automatic``, ``promptseg auto``) on a real CT.
 
 The model is one small random SAM (upstream architecture, 2-block 64-wide ViT)
 saved as upstream releases its weights; the reference is upstream's own
@@ -17,9 +17,9 @@ from datafiles import image
 from model_cache import litemedsam
 
 import promptseg
-from promptseg.automatic import (
+from promptseg.inference.automatic import (
     automatic_masks,
-    check_model_name,
+    check_model,
     generate_masks,
     label_map,
     summary_document,
@@ -185,11 +185,11 @@ def test_models_without_automatic_mode_are_refused(tiny, volume):
     for name, message in [("litemedsam", "has no automatic"), ("medsam-vit-b", "box prompts"),
                           ("sam2.1-hiera-tiny", "has no automatic"), ("medsam2", "has no automatic")]:
         with pytest.raises(ModelError, match=message):
-            check_model_name(name)
+            check_model(name)
     with pytest.raises(ModelError, match="unknown model 'sam9'; automatic masks need sam-vit-b, sam-vit-l or sam-vit-h"):
-        check_model_name("sam9")
+        check_model("sam9")
     for name in ("sam-vit-b", "sam-vit-l", "sam-vit-h"):
-        check_model_name(name)
+        check_model(name)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -13,6 +13,7 @@ from promptseg.evaluation import benchmark as B
 from promptseg.evaluation.datasets import load_dataset
 from promptseg.evaluation.simulate import simulate_prompts
 from promptseg.io import load_labels, load_volume, save_mask, save_volume
+from promptseg.models import Capability
 from promptseg.prompts import load_prompt_file
 from promptseg.volume import Volume
 
@@ -151,6 +152,7 @@ def test_points_sweep_records_the_clicks_it_used(dataset, tmp_path):
 class SizedFake(ThresholdSegmenter):
     """A fake whose input size can change (the fixed-size LiteMedSAM cannot)."""
 
+    capabilities = frozenset({Capability.RESIZABLE_INPUT})
     made = []
 
     def __init__(self, size=64):

@@ -32,6 +32,9 @@ def test_every_family_is_registered_with_its_checkpoint_and_source(capsys):
         assert spec.checkpoint in listing and spec.normalisation in listing
         assert spec.needs_checkpoint == (name != "litemedsam")
         assert ("memory" in spec.propagation) == (name.startswith("sam2") or name == "medsam2")
+        block = f"\n{listing}".split(f"\n{name}\n", 1)[1]
+        also = block.split("  also: ", 1)[1].splitlines()[0]
+        assert ("memory propagation" in also) == ("memory" in spec.propagation) and "fine-tuning" in also
     assert MODELS["medsam2"].input_size == 512 and MODELS["sam-vit-h"].input_size == 1024
 
 
@@ -78,3 +81,62 @@ def test_preparing_samples_needs_no_weights(name):
     assert prepared.shape == (pre.input_size, pre.input_size) and prepared.dtype == np.uint8
     assert pre.prepare_mask(image > 100).shape == (pre.input_size, pre.input_size)
     assert pre.model_input(prepared, size).shape == (3, pre.input_size, pre.input_size)
+
+
+# ---------------------------------------------------------------------------
+# declared capabilities
+
+
+def _segmenter_class(name):
+    from promptseg.models.litemedsam import LiteMedSAM
+    from promptseg.models.sam import SamSegmenter
+    from promptseg.models.sam2 import SAM2Segmenter
+
+    if name == "litemedsam":
+        return LiteMedSAM
+    return SamSegmenter if name in SAM_VARIANTS else SAM2Segmenter
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_declared_capability_comes_with_its_interface(name):
+    from promptseg.models.capabilities import INTERFACES, Capability
+
+    spec = MODELS[name]
+    cls = _segmenter_class(name)
+    assert Capability.FINE_TUNING in spec.capabilities
+    for capability in spec.capabilities:
+        interface = INTERFACES[capability]
+        if interface is None:
+            continue
+        members = [m for m in vars(interface) if not m.startswith("_")] + list(interface.__annotations__)
+        missing = [m for m in members if not hasattr(cls, m)]
+        assert not missing, f"{name} declares {capability.name} but its class lacks {missing}"
+    expected = {Capability.FINE_TUNING}
+    if name in SAM2_VARIANTS:
+        expected.add(Capability.MEMORY_PROPAGATION)
+    else:
+        expected.add(Capability.CACHED_EMBEDDINGS)
+    if name in SAM_VARIANTS and SAM_VARIANTS[name].automatic:
+        expected.add(Capability.AUTOMATIC_MASKS)
+    assert spec.capabilities == frozenset(expected)
+
+
+def test_a_missing_capability_is_one_line_before_anything_loads():
+    from promptseg.errors import ModelError
+    from promptseg.models import Capability, backends_with, require
+
+    require("medsam2", Capability.MEMORY_PROPAGATION)  # declared: no error, nothing built
+    with pytest.raises(ModelError, match=r"^model litemedsam has no memory propagation: use --propagation chain$"):
+        require("litemedsam", Capability.MEMORY_PROPAGATION, "use --propagation chain")
+    with pytest.raises(ModelError, match=r"model medsam-vit-b has no automatic mask generation \(backends that have "
+                                         r"it: sam-vit-b, sam-vit-l, sam-vit-h\)"):
+        require("medsam-vit-b", Capability.AUTOMATIC_MASKS)
+    with pytest.raises(ModelError, match="unknown model 'sam9'"):
+        require("sam9", Capability.FINE_TUNING)
+    assert backends_with(Capability.RESIZABLE_INPUT) == []
+
+
+def test_built_segmenters_carry_their_specs_capabilities():
+    from model_cache import litemedsam
+
+    assert litemedsam().capabilities == MODELS["litemedsam"].capabilities

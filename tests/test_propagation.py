@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from promptseg.prompts import box_from_mask, make_object
-from promptseg.propagation import compose_labels, propagate
-from promptseg.stop_rule import Appearance, StopRule, check_slice, object_radius_mm
+from promptseg.errors import PromptError
+from promptseg.inference import compose_labels, propagate
+from promptseg.stops import Stop, StopReason
+from promptseg.inference.stop_rule import Appearance, StopRule, check_slice, object_radius_mm
 
 from fakes import ThresholdSegmenter, ball
 
@@ -29,7 +31,8 @@ def test_ball_is_followed_up_and_down_and_stops_where_it_ends():
     out = compose_labels([res], img.shape) == 1
     assert np.array_equal(out, sphere)
     assert res.slices == list(range(9, 22))
-    assert res.stops == {"up": "slice 22: empty mask (0 px)", "down": "slice 8: empty mask (0 px)"}
+    assert {d: str(s) for d, s in res.stops.items()} == {"up": "slice 22: empty mask (0 px)", "down": "slice 8: empty mask (0 px)"}
+    assert res.stops["up"] == Stop(StopReason.EMPTY_MASK, 22, "empty mask (0 px)")
     # each slice embedded once: the object's slices plus the two where it stopped
     assert sorted(encoded) == list(range(8, 23)) and len(encoded) == len(set(encoded))
     assert seg.embedded == len(encoded)
@@ -51,7 +54,8 @@ def test_drifting_onto_a_darker_neighbour_stops_on_appearance():
     img = _image((rod, 132), (sphere, 230))
     (res,), _ = propagate(ThresholdSegmenter(), img, [_seed(sphere, 15)])
     assert res.slices == list(range(10, 21))
-    assert res.stops["up"].startswith("slice 21: does not look like the object (0% object-like voxels)")
+    assert str(res.stops["up"]).startswith("slice 21: does not look like the object (0% object-like voxels)")
+    assert res.stops["up"].reason is StopReason.NOT_OBJECT_LIKE
 
 
 def test_drifting_onto_a_thin_neighbour_beyond_the_reach_stops_on_extent():
@@ -66,7 +70,8 @@ def test_drifting_onto_a_thin_neighbour_beyond_the_reach_stops_on_extent():
     (res,), _ = propagate(ThresholdSegmenter(), img, [_seed(sphere, 15)], spacing_xy=spacing, slice_thickness=1.0)
     # box of the sphere's middle slice is 11 px -> reach R = 5.5 mm; slice 21 is 5.5 mm away (near face)
     assert res.slices[-1] == 21
-    assert res.stops["up"].startswith("slice 22: 6.5 mm from the prompt (> 5.5 mm) and IoU 0.33")
+    assert str(res.stops["up"]).startswith("slice 22: 6.5 mm from the prompt (> 5.5 mm) and IoU 0.33")
+    assert res.stops["up"].reason is StopReason.BEYOND_REACH
     # the same chain with a long reach (appearance only) follows the rod to its end
     (res2,), _ = propagate(ThresholdSegmenter(), img, [_seed(sphere, 15)], stop_rule=StopRule(extent_factor=100))
     assert res2.slices[-1] == 27
@@ -87,7 +92,8 @@ def test_z_range_turns_the_stop_rule_off_and_bounds_the_chain():
     img = _image((cyl, 200))
     (res,), encoded = propagate(ThresholdSegmenter(), img, [_seed(cyl, 15, z_range=(12, 20))])
     assert res.slices == list(range(12, 21))
-    assert res.stops == {"up": "end of z-range", "down": "end of z-range"}
+    assert res.stops == {"up": Stop(StopReason.END_OF_Z_RANGE), "down": Stop(StopReason.END_OF_Z_RANGE)}
+    assert str(res.stops["up"]) == "end of z-range"
     assert sorted(encoded) == list(range(12, 21))
 
 
@@ -138,7 +144,8 @@ def test_nothing_found_on_the_prompted_slice_stops_both_ways():
     img = np.full((10, 32, 32), 40, np.uint8)
     (res,), encoded = propagate(ThresholdSegmenter(), img, [make_object(slice=5, box=(5, 5, 20, 20))])
     assert res.slices == [] and encoded == [5]
-    assert res.stops["up"] == "no object found on the prompted slice"
+    assert res.stops["up"] == Stop(StopReason.NOTHING_ON_PROMPTED_SLICE)
+    assert str(res.stops["up"]) == "no object found on the prompted slice"
 
 
 def test_labels_above_255_use_uint16():
@@ -164,5 +171,21 @@ def test_stop_rule_pieces():
     far = check_slice(rule, img, mask, np.zeros_like(mask), app, 6.0, 5.0)
     assert not far.keep and far.iou_previous == 0.0
     assert not check_slice(rule, img, np.zeros_like(mask), mask, app, 1.0, 5.0).keep
-    with pytest.raises(ValueError):
+    with pytest.raises(PromptError, match=r"continuity_iou \(--stop-iou\) must be in \[0, 1\], got 2"):
         StopRule(continuity_iou=2)
+    with pytest.raises(PromptError, match="--stop-iou"):
+        StopRule(continuity_iou=float("nan"))
+    with pytest.raises(PromptError, match="--stop-extent"):
+        StopRule(extent_factor=-1)
+
+
+def test_stored_float16_logits_keep_the_mask():
+    from promptseg.models.base import half_logits
+
+    logits = np.array([[1e-9, -1e-9, 0.0, 3.5, -60000.0, 1e-5]], dtype=np.float32)
+    half = half_logits(logits)
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half > 0, logits > 0)
+    # everything but the positive value that would round to zero is plain rounding
+    np.testing.assert_array_equal(half[0, 1:], logits[0, 1:].astype(np.float16))
+    assert half[0, 0] == np.float16(2.0**-24)

@@ -36,9 +36,11 @@ from promptseg.models.sam2 import (
     detect_architecture,
     load_sam2_weights,
 )
-from promptseg.models.sam2_memory import NO_OBJECT_LOGIT, propagate_memory
+from promptseg.inference.memory import propagate_with_memory, results_from_tracks, tracks_from_prompts
+from promptseg.models.sam2_memory import NO_OBJECT_LOGIT, Seed, Track, keep_largest_component, track
 from promptseg.prompts import Point, make_object
-from promptseg.propagation import ObjectResult
+from promptseg.models.base import half_logits
+from promptseg.stops import StopReason
 
 #: model input side of the test networks (upstream works at 256: the RoPE feature size follows)
 SIZE = 256
@@ -48,6 +50,18 @@ FAMILIES = ("sam2-hiera-tiny", "sam2.1-hiera-tiny")
 #: random-weight seeds of the test checkpoints (with these the object score is positive on the
 #: lung slices tracked below, so propagation has masks to carry)
 SEEDS = {"sam2-hiera-tiny": 3, "sam2.1-hiera-tiny": 0}
+
+def memory_on_model(model, frames, prompts, **options):
+    """Memory propagation with an upstream SAM2 model (no segmenter): prompts -> tracks -> results."""
+    tracks = tracks_from_prompts(prompts, tuple(frames.shape[:3]))
+    encoded = track(model, frames, tracks, **options)
+    return results_from_tracks(prompts, tracks), encoded
+
+
+def texts(stops):
+    """``{direction: str(stop)}``: the stops as the sentences users read."""
+    return {d: str(s) for d, s in stops.items()}
+
 
 
 def tiny(image_size=SIZE, width=8, stages="[1,1,2,1]", global_blocks="[3]"):
@@ -445,18 +459,22 @@ def test_memory_propagation_equals_sam2_video_predictor(segmenters, jpeg_clip, n
     assert sorted(upstream["down"]) == list(range(CLIP_PROMPT + 1))
 
     # stop_after=None: tracked to both ends whatever the object score, as upstream does
-    (result,), encoded = propagate_memory(model, frames, [obj], stop_after=None)
+    (result,), encoded = memory_on_model(model, frames, [obj], stop_after=None)
     # each slice encoded once: the prompted one, then up, then down
     assert encoded == list(range(CLIP_PROMPT, len(frames))) + list(range(CLIP_PROMPT - 1, -1, -1))
-    assert result.stops == {"up": "end of volume", "down": "end of volume"}
+    assert texts(result.stops) == {"up": "end of volume", "down": "end of volume"}
+    assert {s.reason for s in result.stops.values()} == {StopReason.END_OF_VOLUME}
     np.testing.assert_array_equal(upstream["up"][CLIP_PROMPT][0], upstream["down"][CLIP_PROMPT][0])
     for f in range(len(frames)):
         logits, score = upstream["up" if f >= CLIP_PROMPT else "down"][f]
         if score > 0 and (logits > 0).any():
             ours = result.logits[f]
             assert ours.shape == frames.shape[1:] and ours.dtype == np.float16
-            # promptseg stores float16 logits: exactly upstream's float32 logits rounded
-            np.testing.assert_array_equal(ours, logits.astype(np.float16))
+            # promptseg stores float16 logits: exactly upstream's float32 logits rounded, except
+            # that a positive logit rounding to 0 keeps its sign (half_logits), so the mask is kept
+            np.testing.assert_array_equal(ours, half_logits(logits))
+            changed = ours != logits.astype(np.float16)
+            assert ((logits[changed] > 0) & (logits[changed] < 2.0**-24)).all()
             np.testing.assert_array_equal(ours > 0, logits > 0)
             assert result.scores[f] == pytest.approx(1 / (1 + np.exp(-score)), abs=1e-12)
         else:
@@ -482,7 +500,7 @@ def test_key_slices_equal_upstream_with_several_conditioning_slices(segmenters, 
         model.add_new_points_or_box(state, frame_idx=z, obj_id=1, box=np.asarray(box, dtype=np.float32))
     upstream = {f: masks[0, 0].numpy().copy() for f, _, masks in model.propagate_in_video(state)}
 
-    (result,), encoded = propagate_memory(model, frames, [make_object(key_boxes=keys)], stop_after=1)
+    (result,), encoded = memory_on_model(model, frames, [make_object(key_boxes=keys)], stop_after=1)
     # upstream's one-slice feature cache encodes the key slices again when their masks
     # enter the memory; then every slice between them once
     assert encoded == [low, high, low, high] + list(range(low + 1, high))
@@ -517,7 +535,7 @@ def test_segment_with_memory_propagates_both_ways_on_the_input_grid(tumour_run, 
     zs = obj.slices
     assert TUMOUR_Z in zs and min(zs) < TUMOUR_Z < max(zs)
     # with these random weights the object score stays positive: tracked to both ends
-    assert obj.stops == {"up": "end of volume", "down": "end of volume"}
+    assert texts(obj.stops) == {"up": "end of volume", "down": "end of volume"}
     assert zs == list(range(depth))
     assert result.encoded_slices == list(range(TUMOUR_Z, depth)) + list(range(TUMOUR_Z - 1, -1, -1))
     assert all(0.5 < s < 1 for s in obj.scores.values())
@@ -549,10 +567,7 @@ def test_segment_with_memory_keeps_the_largest_component(weights, tumour_run, lu
 
 
 def test_keep_largest_component_mechanics():
-    from promptseg.models.sam2_memory import _keep_largest_component
-
-    prompt = make_object(slice=1, box=(0, 0, 5, 5))
-    result = ObjectResult(prompt)
+    result = Track(seeds={1: Seed(box=np.array([0, 0, 5, 5], dtype=np.float32))}, low=0, high=7)
     big = np.full((8, 8), -3.0, dtype=np.float16)
     big[1:4, 1:4] = 2.0
     for z in (0, 1, 2):
@@ -563,7 +578,7 @@ def test_keep_largest_component_mechanics():
     result.logits[1][6, 6] = 5.0
     result.logits[4] = small  # and one on slice 4 alone (slice 3 is empty)
     result.scores[4] = 0.8
-    _keep_largest_component(result)
+    keep_largest_component(result)
     assert sorted(result.logits) == [0, 1, 2] and sorted(result.scores) == [0, 1, 2]
     assert result.logits[1][6, 6] == NO_OBJECT_LOGIT
     for z in (0, 1, 2):
@@ -592,7 +607,7 @@ def test_several_objects_are_tracked_independently_and_slices_encoded_once_per_p
         np.testing.assert_array_equal(result.objects[0].logits[z], alone.logits[z])
         assert result.objects[0].scores[z] == alone.scores[z]
     for obj, (low, high) in zip(result.objects[1:], [(28, 38), (15, 25)]):
-        assert obj.stops == {"up": "end of z-range", "down": "end of z-range"}
+        assert texts(obj.stops) == {"up": "end of z-range", "down": "end of z-range"}
         assert obj.slices and low <= obj.slices[0] < obj.prompt.start_slice < obj.slices[-1] <= high
     labels = result.labels.array
     for label, (low, high) in ((2, (28, 38)), (3, (15, 25))):
@@ -622,7 +637,8 @@ def test_no_object_on_the_prompted_slice_stops_at_once(absent_segmenter, lung):
     obj = make_object(slice=TUMOUR_Z, box=TUMOUR_BOX)
     result = promptseg.segment(volume, [obj], absent_segmenter, mode="3d", propagation="memory")
     reason = "no object found on the prompted slice"
-    assert result.objects[0].stops == {"up": reason, "down": reason}
+    assert texts(result.objects[0].stops) == {"up": reason, "down": reason}
+    assert result.objects[0].stops["up"].reason is StopReason.NOTHING_ON_PROMPTED_SLICE
     assert result.objects[0].slices == [] and not result.labels.array.any()
     assert result.encoded_slices == [TUMOUR_Z]
 
@@ -632,16 +648,17 @@ def test_stop_on_object_score(absent_segmenter, lung, stop_after):
     _, slices, reference = lung
     z = TUMOUR_Z
     obj = make_object(slice=z, box=TUMOUR_BOX, label=1)
-    (result,), encoded = absent_segmenter.propagate_memory(
-        slices, [obj], masks={1: {z: reference[z]}}, stop_after=stop_after)
+    (result,), encoded = propagate_with_memory(
+        absent_segmenter, slices, [obj], masks={1: {z: reference[z]}}, stop_after=stop_after)
     assert result.slices == [z]  # the mask prompt's slice only
     assert result.scores[z] == pytest.approx(1 / (1 + np.exp(-10.0)))
     if stop_after is None:
-        assert result.stops == {"up": "end of volume", "down": "end of volume"}
+        assert texts(result.stops) == {"up": "end of volume", "down": "end of volume"}
         assert encoded == list(range(z, len(slices))) + list(range(z - 1, -1, -1))
         return
     # each direction stops after stop_after slices without the object, counted per direction
-    assert result.stops == {
+    assert result.stops["up"].reason is StopReason.NO_OBJECT_SCORE and result.stops["up"].slice == z + stop_after
+    assert texts(result.stops) == {
         "up": f"slice {z + stop_after}: no object (SAM2 object score logit -5.00)",
         "down": f"slice {z - stop_after}: no object (SAM2 object score logit -5.00)",
     }
@@ -651,11 +668,11 @@ def test_stop_on_object_score(absent_segmenter, lung, stop_after):
 def test_a_z_range_ignores_the_object_score(absent_segmenter, lung):
     volume, _, reference = lung
     obj = make_object(slice=TUMOUR_Z, box=TUMOUR_BOX, z_range=(30, 36))
-    (result,), encoded = absent_segmenter.propagate_memory(
-        np.asarray(promptseg.normalize(volume)), [obj], masks={1: {TUMOUR_Z: reference[TUMOUR_Z]}})
+    (result,), encoded = propagate_with_memory(
+        absent_segmenter, np.asarray(promptseg.normalize(volume)), [obj], masks={1: {TUMOUR_Z: reference[TUMOUR_Z]}})
     assert encoded == [33, 34, 35, 36, 32, 31, 30]
     assert result.slices == [TUMOUR_Z]
-    assert result.stops == {"up": "end of z-range", "down": "end of z-range"}
+    assert texts(result.stops) == {"up": "end of z-range", "down": "end of z-range"}
 
 
 def test_mask_prompts_are_checked(segmenters, lung):
@@ -665,11 +682,13 @@ def test_mask_prompts_are_checked(segmenters, lung):
     seg = segmenters["sam2.1-hiera-tiny"]
     obj = make_object(slice=TUMOUR_Z, box=TUMOUR_BOX, label=1)
     with pytest.raises(PromptError, match="labels \\[2\\]"):
-        seg.propagate_memory(slices, [obj], masks={2: {TUMOUR_Z: reference[TUMOUR_Z]}})
+        propagate_with_memory(seg, slices, [obj], masks={2: {TUMOUR_Z: reference[TUMOUR_Z]}})
     with pytest.raises(PromptError, match="slice 30, which has no prompt"):
-        seg.propagate_memory(slices, [obj], masks={1: {30: reference[30]}})
-    with pytest.raises(ValueError, match="stop_after"):
-        seg.propagate_memory(slices, [obj], stop_after=0)
+        propagate_with_memory(seg, slices, [obj], masks={1: {30: reference[30]}})
+    with pytest.raises(PromptError, match="stop_after"):
+        propagate_with_memory(seg, slices, [obj], stop_after=-1)
+    with pytest.raises(ValueError, match="stop_after"):  # the engine itself: >= 1 or None
+        seg.propagate_memory(slices, tracks_from_prompts([obj], slices.shape[:3]), stop_after=0)
 
 
 # ---------------------------------------------------------------------------
@@ -697,7 +716,7 @@ def test_medsam2_backend_runs_at_512(lung, tmp_path):
     assert seg.decode(emb, box=TUMOUR_BOX).logits.shape == (512, 512)
     clip = slices[32:35, 256:448, 128:320]
     obj = make_object(slice=1, box=(TUMOUR_BOX[0] - 128, TUMOUR_BOX[1] - 256, TUMOUR_BOX[2] - 128, TUMOUR_BOX[3] - 256))
-    (result,), encoded = seg.propagate_memory(clip, [obj], stop_after=None)
+    (result,), encoded = propagate_with_memory(seg, clip, [obj], stop_after=None)
     assert encoded == [1, 2, 0]
     assert all(v.shape == (192, 192) for v in result.logits.values())
 

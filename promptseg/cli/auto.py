@@ -73,9 +73,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..automatic import (
+    from ..inference.automatic import (
         automatic_masks,
-        check_model_name,
+        check_model,
         check_parameters,
         check_slice,
         save_summary,
@@ -87,7 +87,7 @@ def run(args) -> int:
     from ..overlay import save_overlay
 
     # everything that can be checked cheaply fails before the model is loaded
-    check_model_name(args.model)
+    check_model(args.model)
     check_parameters(args.points_per_side, args.pred_iou_thresh, args.stability_score_thresh, args.min_area,
                      box_nms_thresh=args.box_nms_thresh, points_per_batch=args.points_per_batch)
     check_output_path(args.output)

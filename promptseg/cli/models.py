@@ -12,7 +12,9 @@ def run(args) -> int:
     from ..models import MODELS
 
     for spec in MODELS.values():
-        print(f"{spec.name}\n  {spec.description}\n  input {spec.input_size} px; {spec.normalisation}\n  weights: {spec.checkpoint}")
+        extras = ", ".join(c.value for c in sorted(spec.capabilities, key=lambda c: c.value))
+        print(f"{spec.name}\n  {spec.description}\n  input {spec.input_size} px; {spec.normalisation}\n"
+              f"  weights: {spec.checkpoint}\n  also: {extras or 'nothing beyond prompted 2D and chaining'}")
     return 0
 
 

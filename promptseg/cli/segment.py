@@ -90,118 +90,48 @@ def register(sub) -> None:
 
 
 
-def _prompts_from_args(args, volume):
-    from ..errors import PromptError
-    from ..prompts import (
-        load_prompt_file,
-        make_object,
-        parse_box,
-        parse_box3d,
-        parse_line,
-        parse_point,
-        parse_range,
-    )
-
-    shape2d = volume.shape[1:]
-    single = any([args.box, args.point, args.line, args.box3d, args.key_box])
-    if args.prompts:
-        if single:
-            raise PromptError("give either --prompts FILE or --box/--point/--line/--box3d/--key-box, not both")
-        objects = load_prompt_file(args.prompts, image_shape=shape2d)
-        if args.z_range:
-            raise PromptError("--z-range applies to a single prompt; put \"z_range\" into the prompt file instead")
-        return objects
-    if not single:
-        raise PromptError("no prompt: give --box, --point, --line, --box3d, --key-box or --prompts")
-    z_range = parse_range(args.z_range) if args.z_range else None
-    if args.box3d:
-        if args.box or args.point or args.line or args.key_box or args.slice is not None:
-            raise PromptError("--box3d carries its own slices: do not combine it with --box/--point/--line/--slice")
-        if z_range:
-            raise PromptError("--box3d already sets the z-range")
-        return [make_object(box3d=parse_box3d(args.box3d), label=args.label, name=args.name)]
-    if args.key_box:
-        if args.box or args.point or args.line:
-            raise PromptError("--key-box cannot be combined with --box/--point/--line")
-        keys = {}
-        for text in args.key_box:
-            z_text, sep, box_text = text.partition(":")
-            if not sep or not z_text.strip().lstrip("-").isdigit():
-                raise PromptError(f"--key-box {text!r}: expected Z:x0,y0,x1,y1")
-            keys[int(z_text)] = parse_box(box_text)
-        return [make_object(key_boxes=keys, label=args.label, name=args.name)]
-    z = args.slice
-    if z is None:
-        if volume.num_slices == 1:
-            z = 0
-        else:
-            raise PromptError(f"say which slice the prompt is on: --slice Z (0..{volume.num_slices - 1})")
-    return [
-        make_object(
-            slice=z,
-            box=parse_box(args.box) if args.box else None,
-            points=tuple(parse_point(p) for p in args.point),
-            line=parse_line(args.line) if args.line else None,
-            z_range=z_range,
-            label=args.label,
-            name=args.name,
-            image_shape=shape2d,
-        )
-    ]
-
-
 def run(args) -> int:
-    from ..errors import ModelError, PromptError
+    from ..evaluation.metrics import dice
+    from ..inference import StopRule, segment
     from ..intensity import resolve_window
     from ..io import load_labels
     from ..models import build_segmenter
-    from ..models.registry import MODELS
+    from ..models import Capability, require
     from ..overlay import save_overlay
-    from ..prompts import validate
-    from ..segmentation import dice, segment
-    from ..stop_rule import StopRule
+    from ..prompts import objects_from_options, validate
 
-    if args.memory_stop_after < 0:
-        raise PromptError(f"--memory-stop-after must be >= 0, got {args.memory_stop_after}")
-    spec = MODELS.get(args.model)
-    if spec is not None and args.propagation not in spec.propagation:
-        raise ModelError(f"model {args.model} has no {args.propagation} propagation "
-                         f"(it offers: {', '.join(spec.propagation)}): use --propagation chain or a SAM2-family model")
+    if args.propagation == "memory":
+        require(args.model, Capability.MEMORY_PROPAGATION, "use --propagation chain or a SAM2-family model")
+        memory_options = {"stop_after": args.memory_stop_after, "largest_component": args.largest_component}
+    else:
+        memory_options = {"stop_after": args.memory_stop_after} if args.memory_stop_after != 1 else {}
+        if args.largest_component:
+            memory_options["largest_component"] = True
+    rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
+                    min_object_fraction=args.stop_appearance)
     volume = load_image(args)
-    prompts = _prompts_from_args(args, volume)
+    prompts = objects_from_options(
+        num_slices=volume.num_slices, image_shape=volume.shape[1:], box=args.box, points=args.point,
+        line=args.line, slice=args.slice, box3d=args.box3d, key_boxes=args.key_box, z_range=args.z_range,
+        prompt_file=args.prompts, label=args.label, name=args.name,
+    )
     for p in prompts:  # fail on bad prompts before loading the model
         validate(p, volume.shape)
     window = resolve_window(args.window) if args.window else None
     reference = load_labels(args.reference, reference=volume) if args.reference else None
-    rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
-                    min_object_fraction=args.stop_appearance)
     segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
-    memory_options = None
-    if args.propagation == "memory":
-        memory_options = {"stop_after": args.memory_stop_after or None, "largest_component": args.largest_component}
-    elif args.largest_component or args.memory_stop_after != 1:
-        raise PromptError("--largest-component and --memory-stop-after apply to --propagation memory only")
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
-                     memory_options=memory_options)
+                     memory_options=memory_options or None)
     path = result.save(args.output)
-    voxel_ml = volume.spacing[0] * volume.spacing[1] * volume.spacing[2] / 1000.0
-    for obj in result.objects:
-        p = obj.prompt
-        n = int((result.labels.array == p.label).sum())
-        zs = obj.slices
-        where = f"slices {zs[0]}-{zs[-1]}" if zs else "nothing found"
-        line = f"label {p.label} ({p.display_name}): {where}, {n} voxels, {n * voxel_ml:.2f} ml"
-        if obj.stops:
-            line += "; stopped " + "; ".join(f"{d}: {r}" for d, r in obj.stops.items())
+    for line, obj in zip(result.summary_lines(), result.objects):
         print(line)
         if reference is not None:
-            print(f"  Dice vs reference label {p.label}: {dice(result.labels.array == p.label, reference.array == p.label):.4f}")
+            label = obj.prompt.label
+            print(f"  Dice vs reference label {label}: {dice(result.mask(label), reference.array == label):.4f}")
     print(f"wrote {path}")
     if args.overlay:
         ov = save_overlay(args.overlay, result.image, result.labels.array, prompts,
                           reference=None if reference is None else reference.array > 0)
         print(f"wrote {ov}")
     return 0
-
-

@@ -50,11 +50,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import PromptsegError
+from ..inference import ObjectResult, compose_labels, segment
 from ..io import atomic_path, load_labels, load_volume, save_mask
-from ..models.base import Segmenter
+from ..models import Capability, Segmenter, has
 from ..prompts import ObjectPrompt, prompt_to_dict
-from ..propagation import ObjectResult, compose_labels
-from ..segmentation import segment
 from .datasets import Case, Dataset, load_dataset
 from .simulate import NEGATIVE_BAND_PX, PROMPT_MODES, simulate_prompts
 
@@ -252,7 +251,7 @@ def aggregate_labels(
 
     Each object's logits are combined over the phases (:func:`combine_logits`);
     overlaps go to the object with the highest combined logit, as in
-    :func:`promptseg.propagation.compose_labels`.
+    :func:`promptseg.inference.compose_labels`.
     """
     combined = [
         ObjectResult(prompt, logits=combine_logits([phase[i].logits for phase in per_phase], how))
@@ -480,14 +479,14 @@ def run_benchmark(
         points: clicks per object (points mode): ``ceil(n/2)`` positive, the rest negative.
         seed: seeds every prompt (with the case id, label and mode), >= 0.
         sweep: None, ``"points"``, ``"jitter_px"`` (``"jitter"``), ``"input_size"``
-            (``"input-size"``; only for backends with ``with_input_size(size)``),
+            (``"input-size"``; only for backends declaring ``Capability.RESIZABLE_INPUT``),
             or ``"aggregate"`` (avg / max of logits over each case's phases).
         sweep_values: values to sweep (default :data:`SWEEPS`).
         tolerance_mm: NSD tolerance, mm.
         labels: only these label values (default: every label of each reference).
         limit: only the first ``limit`` cases.
         checkpoint: recorded in run.json (the segmenter is already built).
-        stop_rule: :class:`~promptseg.stop_rule.StopRule` for 3D propagation (default rule).
+        stop_rule: :class:`~promptseg.inference.StopRule` for 3D propagation (default rule).
         progress: show a progress bar over the units.
         resume: skip units a previous run of the same settings completed
             (False: redo them all, replacing their files).
@@ -524,7 +523,7 @@ def run_benchmark(
         if not labels or labels[0] < 1:
             raise BenchmarkError("--labels: label values are integers >= 1")
     model_name = getattr(segmenter, "name", type(segmenter).__name__)
-    if param == "input_size" and not callable(getattr(segmenter, "with_input_size", None)):
+    if param == "input_size" and not has(segmenter, Capability.RESIZABLE_INPUT):
         raise BenchmarkError(
             f"model {model_name} has a fixed input size of {segmenter.input_size}; "
             "--sweep input-size needs a backend whose input size can be changed"

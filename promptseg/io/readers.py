@@ -179,7 +179,8 @@ def load_labels(path, reference: Optional[Volume] = None) -> Volume:
             Nothing is ever resampled.
 
     Returns:
-        Volume ``(z, y, x)`` of dtype uint8 / uint16 / uint32 (smallest that fits).
+        Volume ``(z, y, x)`` of dtype uint8 / uint16 / uint32 (smallest that fits),
+        ``kind == "labels"``.
 
     Raises:
         ImageReadError: unreadable file, colour data, non-integer or negative values.
@@ -189,7 +190,7 @@ def load_labels(path, reference: Optional[Volume] = None) -> Volume:
     source = volume.metadata.get("source", str(path))
     array = _as_label_array(volume.array, source)
     if reference is None:
-        return volume.with_array(array, modality=None)
+        return volume.with_array(array, modality=None, kind="labels")
     stored = volume.metadata.get("stored_geometry", _ALL_GEOMETRY)
     differences = grid_differences(volume, reference, stored)
     if differences:
@@ -204,4 +205,5 @@ def load_labels(path, reference: Optional[Volume] = None) -> Volume:
         np.array(reference.direction),
         modality=None,
         metadata=dict(volume.metadata),
+        kind="labels",
     )

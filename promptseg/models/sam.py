@@ -57,16 +57,14 @@ torch and ``segment_anything`` are imported inside the functions that need them.
 from __future__ import annotations
 
 import functools
-import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .base import Embedding, Prediction, Segmenter, batch_features
-
-log = logging.getLogger(__name__)
+from .base import Embedding, resolve_device
+from .capabilities import Capability
+from .sam_core import GridPreprocessing, SamFamilySegmenter, batch_features, batch_prompts
 
 #: side of the square model input of every SAM / MedSAM variant, pixels
 INPUT_SIZE = 1024
@@ -114,7 +112,7 @@ class Variant:
         checkpoint_file: the released file name.
         source: where to get it.
         box_margin: default margin, in 1024-grid pixels, of :meth:`SamSegmenter.box_from_mask`.
-        automatic: automatic mask generation is offered (see :mod:`promptseg.automatic`).
+        automatic: automatic mask generation is offered (see :mod:`promptseg.inference.automatic`).
         description: one line for ``promptseg models``.
     """
 
@@ -211,9 +209,10 @@ def medsam_resize(channel: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-class SamPreprocessing:
+class SamPreprocessing(GridPreprocessing):
     """How a slice, a mask and prompt coordinates reach the 1024 grid of a SAM or MedSAM
     variant -- everything that needs no weights (``promptseg prepare`` uses it alone).
+    ``prepare_mask`` comes from :class:`~promptseg.models.sam_core.GridPreprocessing`.
 
     Args:
         variant: a key of :data:`VARIANTS`.
@@ -267,16 +266,6 @@ class SamPreprocessing:
         padded[:new_h, :new_w] = resized
         return padded, (new_h, new_w)
 
-    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
-        """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize (+ pad) -> ``(1024, 1024)`` bool."""
-        from PIL import Image
-
-        new_h, new_w = self.resized_size(*mask.shape)
-        small = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((new_w, new_h), Image.NEAREST)) > 0
-        out = np.zeros((INPUT_SIZE, INPUT_SIZE), dtype=bool)
-        out[:new_h, :new_w] = small
-        return out
-
     def model_input(self, padded: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Prepared uint8 slice -> ``(3, 1024, 1024)`` float32 encoder input.
 
@@ -314,8 +303,13 @@ class SamPreprocessing:
 
 
 # ---------------------------------------------------------------------------
-class SamSegmenter(SamPreprocessing, Segmenter):
+class SamSegmenter(SamPreprocessing, SamFamilySegmenter):
     """SAM or MedSAM (upstream ``segment_anything`` code) as a :class:`~promptseg.models.base.Segmenter`.
+
+    The decode recipe is :class:`~promptseg.models.sam_core.SamFamilySegmenter`'s (as
+    ``SamPredictor.predict``: single-mask output, three masks for a lone point); this
+    class states what differs: the 1024 grid (:meth:`transform_coords`), the
+    up-sampling (:meth:`postprocess`), the chaining margin and the training forward.
 
     Args:
         checkpoint: weights file (required: no weights are bundled).
@@ -346,7 +340,6 @@ class SamSegmenter(SamPreprocessing, Segmenter):
     ) -> None:
         from ..errors import CheckpointError, ModelError
         from .checkpoint import load_weights
-        from .litemedsam import resolve_device
 
         super().__init__(variant)
         if checkpoint is None:
@@ -356,19 +349,14 @@ class SamSegmenter(SamPreprocessing, Segmenter):
             raise CheckpointError(f"checkpoint not found: {self.checkpoint} ({variant} expects {self.variant.checkpoint_text})")
         self.device = resolve_device(device)
         self.box_margin = float(self.variant.box_margin if box_margin is None else box_margin)
+        self.box_trained = self.normalisation == "medsam"
+        self.capabilities = variant_capabilities(self.variant)
         self.net = build_sam_network(vit if vit is not None else self.variant.vit)
         self.weights_digest = load_weights(self.net, self.checkpoint)
         self.net.eval().to(self.device)
         if int(self.net.image_encoder.img_size) != INPUT_SIZE:  # pragma: no cover - fixed upstream
             raise ModelError(f"{variant}: expected a {INPUT_SIZE} px encoder")
         self.runtime_kind = runtime
-        self._warned_points = False
-
-    # -- properties used by promptseg.automatic -------------------------------
-    @property
-    def supports_automatic(self) -> bool:
-        """Whether SAM's automatic mask generation suits these weights (SAM yes, MedSAM no)."""
-        return self.variant.automatic
 
     # -- encoder --------------------------------------------------------------
     @functools.cached_property
@@ -391,7 +379,11 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         features = torch.from_numpy(np.ascontiguousarray(self.encoder(batch))).to(self.device)
         return Embedding(features=features, original_size=tuple(int(v) for v in image.shape[:2]), input_size=size)
 
-    # -- prompts and masks ----------------------------------------------------
+    # -- decoder hooks --------------------------------------------------------
+    def to_model_coords(self, xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Slice pixels -> 1024-grid pixels: :meth:`transform_coords`."""
+        return self.transform_coords(xy, original_size)
+
     def postprocess(self, low_res, embedding: Embedding):
         """Decoder logits ``(B, C, 256, 256)`` -> ``(B, C, H, W)`` float32 logits on the slice.
 
@@ -408,85 +400,6 @@ class SamSegmenter(SamPreprocessing, Segmenter):
             prob = prob.double().clamp(1e-12, 1 - 1e-12)
             return (torch.log(prob) - torch.log1p(-prob)).float()
         return self.net.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
-
-    def decode(
-        self,
-        embedding: Embedding,
-        box: Sequence[float] | None = None,
-        points: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-    ) -> Prediction:
-        """Segment one object: prompt encoder + mask decoder as ``SamPredictor.predict``
-        (single-mask output, three masks for a lone point) -> ``(H, W)`` logits and predicted IoU."""
-        import torch
-
-        from ..errors import PromptError
-
-        if box is None and points is None:
-            raise PromptError("a prompt needs a box or at least one point")
-        if box is None and self.normalisation == "medsam" and not self._warned_points:
-            self._warned_points = True
-            log.warning("MedSAM was trained with box prompts only; a prompt of points alone rarely gives a "
-                        "useful mask with it -- prefer a box or a line (points work as refinements of a box)")
-        size = embedding.original_size
-        with torch.inference_mode():
-            boxes_t = None
-            if box is not None:
-                corners = self.transform_coords(np.asarray(box, dtype=np.float64).reshape(2, 2), size).reshape(1, 4)
-                boxes_t = torch.as_tensor(corners, dtype=torch.float, device=self.device)[None]
-            points_t = None
-            if points is not None:
-                pts = self.transform_coords(np.asarray(points, dtype=np.float64).reshape(-1, 2), size)
-                labels = np.ones(len(pts)) if point_labels is None else np.asarray(point_labels).reshape(-1)
-                points_t = (
-                    torch.as_tensor(pts, dtype=torch.float, device=self.device)[None],
-                    torch.as_tensor(labels, dtype=torch.int, device=self.device)[None],
-                )
-            # a single point is ambiguous (part / whole / larger structure): let SAM
-            # propose three masks and keep the one with the best predicted IoU
-            multimask = box is None and points_t is not None and points_t[0].shape[1] == 1
-            low_res, iou = self.decode_prompts(embedding.features, points_t, boxes_t, multimask_output=multimask)
-            best = int(torch.argmax(iou[0])) if multimask else 0
-            logits = self.postprocess(low_res[:, best : best + 1], embedding)
-        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]))
-
-    def decode_prompts(self, features, points=None, boxes=None, masks=None, multimask_output: bool = False):
-        """Prompt encoder + mask decoder on the 1024 grid, as ``SamPredictor.predict_torch``.
-
-        Args:
-            features: image embedding ``(1, 256, 64, 64)``.
-            points: ``(coords (B, N, 2), labels (B, N))`` tensors on the 1024 grid, or None.
-            boxes: ``(B, 4)`` tensor on the 1024 grid, or None.
-            masks: ``(B, 1, 256, 256)`` mask-logit prompts, or None.
-
-        Returns:
-            ``(low-res logits (B, C, 256, 256), predicted IoU (B, C))``; C = 3 with
-            ``multimask_output``, else 1.
-        """
-        sparse, dense = self.net.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        return self.net.mask_decoder(
-            image_embeddings=features,
-            image_pe=self.net.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
-
-    def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
-        """The tight box of ``mask`` grown by :attr:`box_margin` 1024-grid pixels per side
-        (SAM: 0, MedSAM: 10), clipped to the slice; ``(x0, y0, x1, y1)`` in slice pixels."""
-        mask = np.asarray(mask, dtype=bool)
-        if not mask.any():
-            raise ValueError("box_from_mask needs a non-empty mask")
-        height, width = mask.shape
-        rows, cols = np.nonzero(mask)
-        x0, x1, y0, y1 = float(cols.min()), float(cols.max()), float(rows.min()), float(rows.max())
-        if self.box_margin:
-            new_h, new_w = self.resized_size(height, width)
-            mx, my = self.box_margin * width / new_w, self.box_margin * height / new_h
-            x0, y0 = max(0.0, x0 - mx), max(0.0, y0 - my)
-            x1, y1 = min(width - 1.0, x1 + mx), min(height - 1.0, y1 + my)
-        return (x0, y0, x1, y1)
 
     # -- fine-tuning ----------------------------------------------------------
     def train_forward(self, net, batch: dict, device):
@@ -510,16 +423,13 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         import torch.nn.functional as F
 
         features = batch_features(net, batch, device)
-        boxes = batch["box"].to(device)
-        has_box = not torch.isnan(boxes).any()
-        has_points = batch["points"].shape[1] > 0
-        points, point_labels = batch["points"].to(device), batch["point_labels"].to(device)
+        points, boxes = batch_prompts(batch, device)
         image_pe = net.prompt_encoder.get_dense_pe()
         low_res, ious = [], []
         for i in range(features.shape[0]):
             sparse, dense = net.prompt_encoder(
-                points=(points[i : i + 1], point_labels[i : i + 1]) if has_points else None,
-                boxes=boxes[i : i + 1, None, :] if has_box else None,
+                points=None if points is None else (points[0][i : i + 1], points[1][i : i + 1]),
+                boxes=None if boxes is None else boxes[i : i + 1, None, :],
                 masks=None,
             )
             low, iou = net.mask_decoder(
@@ -535,16 +445,17 @@ class SamSegmenter(SamPreprocessing, Segmenter):
         return f"{self.name} ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device})"
 
 
+def variant_capabilities(variant: Variant) -> frozenset[Capability]:
+    """Fine-tuning (also from cached embeddings) for every variant; automatic masks where the
+    weights were trained for point prompts with three-mask output (SAM, not MedSAM)."""
+    caps = {Capability.FINE_TUNING, Capability.CACHED_EMBEDDINGS}
+    if variant.automatic:
+        caps.add(Capability.AUTOMATIC_MASKS)
+    return frozenset(caps)
+
+
 # ---------------------------------------------------------------------------
 # registry
-def _builder(variant: str):
-    def build(checkpoint=None, device="cpu", **kwargs) -> SamSegmenter:
-        return SamSegmenter(checkpoint=checkpoint, variant=variant, device=device, **kwargs)
-
-    build.__name__ = f"build_{variant.replace('-', '_')}"
-    return build
-
-
 def _spec(variant: Variant):
     from .spec import ModelSpec
 
@@ -554,9 +465,9 @@ def _spec(variant: Variant):
         input_size=INPUT_SIZE,
         normalisation=_NORMALISATION_TEXT[variant.normalisation],
         checkpoint=variant.checkpoint_text,
-        build=_builder(variant.name),
+        build=functools.partial(SamSegmenter, variant=variant.name),
         needs_checkpoint=True,
-        propagation=("chain",),
+        capabilities=variant_capabilities(variant),
         preprocessing=functools.partial(SamPreprocessing, variant.name),
     )
 

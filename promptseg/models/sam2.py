@@ -56,6 +56,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Embedding, resolve_device
+from .capabilities import Capability
+from .sam_core import GridPreprocessing, SamFamilySegmenter, batch_prompts
 
 log = logging.getLogger(__name__)
 
@@ -318,66 +324,53 @@ def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) 
 
 # ---------------------------------------------------------------------------
 # fine-tuning view
-_VIEW_CLASS = None
+class SAM2TrainingView(torch.nn.Module):
+    """The SAM2 parameters under the names promptseg's training code expects.
 
+    Children ``image_encoder`` (Hiera trunk + FPN neck), ``prompt_encoder``
+    (``sam_prompt_encoder``), ``mask_decoder`` (``sam_mask_decoder``, including the
+    high-resolution projections ``conv_s0`` / ``conv_s1``) and ``memory`` (everything
+    else: memory attention and encoder, object-pointer heads and the learned
+    embeddings such as ``no_mem_embed``). They are the *same* modules and parameters
+    as in the SAM2 model: training the view trains the model. Its state dict holds
+    every tensor of the model once, under the view's names (:meth:`base_names` maps
+    them back), which is what promptseg's fine-tuned checkpoints contain.
 
-def _training_view_class():
-    global _VIEW_CLASS
-    if _VIEW_CLASS is not None:
-        return _VIEW_CLASS
-    import torch
+    Args:
+        model: an upstream SAM2 model (:func:`build_network`).
+    """
 
-    class _SAM2TrainingView(torch.nn.Module):
-        """The SAM2 parameters under the names promptseg's training code expects.
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.image_encoder = model.image_encoder
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.mask_decoder = model.sam_mask_decoder
+        memory = torch.nn.Module()
+        taken = {"image_encoder", "sam_prompt_encoder", "sam_mask_decoder"}
+        for name, child in model.named_children():
+            if name not in taken:
+                memory.add_module(name, child)
+        for name, param in model.named_parameters(recurse=False):
+            memory.register_parameter(name, param)
+        for name, buf in model.named_buffers(recurse=False):
+            memory.register_buffer(name, buf)
+        self.memory = memory
+        by_id = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+        self._base_names = {k: by_id[id(t)] for k, t in self.state_dict(keep_vars=True).items()}
+        if sorted(self._base_names.values()) != sorted(by_id.values()):
+            raise RuntimeError("SAM2 training view does not cover every tensor of the model")
 
-        Children ``image_encoder`` (Hiera trunk + FPN neck), ``prompt_encoder``
-        (``sam_prompt_encoder``), ``mask_decoder`` (``sam_mask_decoder``, including the
-        high-resolution projections ``conv_s0`` / ``conv_s1``) and ``memory`` (everything
-        else: memory attention and encoder, object-pointer heads and the learned
-        embeddings such as ``no_mem_embed``). They are the *same* modules and parameters
-        as in the SAM2 model: training the view trains the model. Its state dict holds
-        every tensor of the model once, under the view's names (:meth:`base_names` maps
-        them back), which is what promptseg's fine-tuned checkpoints contain.
-        """
-
-        def __init__(self, model) -> None:
-            super().__init__()
-            self.image_encoder = model.image_encoder
-            self.prompt_encoder = model.sam_prompt_encoder
-            self.mask_decoder = model.sam_mask_decoder
-            memory = torch.nn.Module()
-            taken = {"image_encoder", "sam_prompt_encoder", "sam_mask_decoder"}
-            for name, child in model.named_children():
-                if name not in taken:
-                    memory.add_module(name, child)
-            for name, param in model.named_parameters(recurse=False):
-                memory.register_parameter(name, param)
-            for name, buf in model.named_buffers(recurse=False):
-                memory.register_buffer(name, buf)
-            self.memory = memory
-            by_id = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
-            self._base_names = {k: by_id[id(t)] for k, t in self.state_dict(keep_vars=True).items()}
-            if sorted(self._base_names.values()) != sorted(by_id.values()):
-                raise RuntimeError("SAM2 training view does not cover every tensor of the model")
-
-        def base_names(self) -> dict[str, str]:
-            """``{view key: SAM2 key}`` for every tensor of the state dict."""
-            return dict(self._base_names)
-
-    _VIEW_CLASS = _SAM2TrainingView
-    return _VIEW_CLASS
-
-
-def SAM2TrainingView(model):
-    """The training view of an upstream SAM2 ``model`` (an ``nn.Module``; see its class docstring)."""
-    return _training_view_class()(model)
+    def base_names(self) -> dict[str, str]:
+        """``{view key: SAM2 key}`` for every tensor of the state dict."""
+        return dict(self._base_names)
 
 
 # ---------------------------------------------------------------------------
 # pre-processing for training samples
-class SAM2Preprocessing:
+class SAM2Preprocessing(GridPreprocessing):
     """How a slice and a mask reach the ``S x S`` grid of a SAM2-family backend for
     training -- everything that needs no weights (``promptseg prepare`` uses it alone).
+    ``prepare_mask`` comes from :class:`~promptseg.models.sam_core.GridPreprocessing`.
 
     Args:
         variant: registry name or :class:`SAM2Variant`.
@@ -391,9 +384,6 @@ class SAM2Preprocessing:
 
     def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Resize a uint8 slice to ``S x S`` (antialiased bilinear, rounded); returns it and ``(S, S)``."""
-        import torch
-        import torch.nn.functional as F
-
         image = np.asarray(image)
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
@@ -405,12 +395,9 @@ class SAM2Preprocessing:
         out = out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
         return np.ascontiguousarray(out), (self.input_size, self.input_size)
 
-    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
-        """A reference mask ``(H, W)`` on the model grid: nearest-neighbour resize -> ``(S, S)`` bool."""
-        from PIL import Image
-
-        size = (self.input_size, self.input_size)
-        return np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize(size, Image.NEAREST)) > 0
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """Every slice is resized to ``(S, S)``: the aspect ratio is not kept."""
+        return (self.input_size, self.input_size)
 
     @staticmethod
     def model_input(prepared: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -424,246 +411,215 @@ class SAM2Preprocessing:
 
 # ---------------------------------------------------------------------------
 # the segmenter
-def _segmenter_class():
-    import torch
-    import torch.nn.functional as F
+#: fine-tuning (re-encoding every sample: SAM2's features include high-resolution maps, 16.8 MB a
+#: slice at 1024 px, that the decoder's conv_s0 / conv_s1 act on) and memory propagation
+CAPABILITIES = frozenset({Capability.FINE_TUNING, Capability.MEMORY_PROPAGATION})
 
-    from ..errors import CheckpointError, ModelError, PromptError
-    from .base import Embedding, Prediction, Segmenter
 
-    class SAM2Segmenter(SAM2Preprocessing, Segmenter):
-        """A SAM2-family model as a :class:`~promptseg.models.base.Segmenter` (2D) with memory propagation (3D).
+class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
+    """A SAM2-family model as a :class:`~promptseg.models.base.Segmenter` (2D) with memory propagation (3D).
 
-        Args:
-            variant: registry name or :class:`SAM2Variant`.
-            checkpoint: weights file (required: ``None`` or a missing file raises
-                :class:`~promptseg.errors.CheckpointError` naming where to download it; see
-                :func:`load_sam2_weights`).
-            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
-            hydra_overrides: extra hydra overrides of the packaged config (smaller test
-                architectures); the checkpoint must match the resulting model.
-            stop_after: memory propagation stops in a direction after this many consecutive
-                slices without the object (``None``: never, track to the end of the volume).
-            largest_component: memory propagation keeps only each object's largest 3D
-                connected component (26-connectivity), as MedSAM2's inference does.
-            runtime: ``"auto"`` or ``"torch"`` (SAM2 runs in PyTorch only).
+    The 2D decode recipe is :class:`~promptseg.models.sam_core.SamFamilySegmenter`'s;
+    what differs is stated here: the ``S x S`` grid, a box passed as two corner points
+    (labels 2, 3) ahead of any points (as ``SAM2ImagePredictor``), the decoder's
+    high-resolution features, and no chaining margin (the tight box).
+
+    Args:
+        variant: registry name or :class:`SAM2Variant`.
+        checkpoint: weights file (required: ``None`` or a missing file raises
+            :class:`~promptseg.errors.CheckpointError` naming where to download it; see
+            :func:`load_sam2_weights`).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        hydra_overrides: extra hydra overrides of the packaged config (smaller test
+            architectures); the checkpoint must match the resulting model.
+        stop_after: memory propagation stops in a direction after this many consecutive
+            slices without the object (``None``: never, track to the end of the volume).
+        largest_component: memory propagation keeps only each object's largest 3D
+            connected component (26-connectivity), as MedSAM2's inference does.
+        runtime: ``"auto"`` or ``"torch"`` (SAM2 runs in PyTorch only).
+    """
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, variant, checkpoint, device="cpu", hydra_overrides: Sequence[str] = (),
+                 stop_after: int | None = 1, largest_component: bool = False, runtime: str = "auto") -> None:
+        from ..errors import CheckpointError, ModelError
+
+        if runtime not in ("auto", "torch"):
+            raise ModelError(f"SAM2 backends run in PyTorch only: --runtime auto or torch, not {runtime!r}")
+        SAM2Preprocessing.__init__(self, variant)
+        if checkpoint is None:
+            raise CheckpointError(f"model {self.name} needs weights: {self.variant.checkpoint_file} "
+                                  f"from {self.variant.source}")
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():  # before building a network of up to 224M parameters
+            raise CheckpointError(_not_found(checkpoint, self.variant))
+        self.device = resolve_device(device)
+        self.hydra_overrides = tuple(hydra_overrides)
+        self.model = build_network(self.variant, self.hydra_overrides)
+        self.input_size = int(self.model.image_size)  # the variant's, unless an override changed it
+        self._view = SAM2TrainingView(self.model)
+        self.weights_digest = load_sam2_weights(self.model, self.checkpoint, self.variant, self._view)
+        self.model.to(self.device).eval()
+        self.stop_after = stop_after
+        self.largest_component = largest_component
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+        self._mean, self._std = mean.to(self.device), std.to(self.device)
+
+    @property
+    def net(self):
+        """The :class:`SAM2TrainingView` of the model (same parameters)."""
+        return self._view
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.input_size} px, {self.device})"
+
+    # -- 2D ----------------------------------------------------------------
+    @staticmethod
+    def _rgb(image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            return np.repeat(image[..., None], 3, axis=2)
+        if image.ndim == 3 and image.shape[2] == 3:
+            return image
+        raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
+
+    def preprocess(self, image: np.ndarray):
+        """``(H, W)`` / ``(H, W, 3)`` uint8 -> ``(1, 3, S, S)`` float32 tensor, as ``SAM2ImagePredictor``."""
+        rgb = self._rgb(np.asarray(image))
+        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).to(torch.float32).div(255)
+        x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        return ((x.to(self.device) - self._mean) / self._std)
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode one slice.
+
+        Returns an :class:`Embedding` whose ``features`` are ``{"image_embed": (1, 256, S/16, S/16),
+        "high_res_feats": [(1, 32, S/4, S/4), (1, 64, S/8, S/8)]}`` (float32 tensors).
         """
-
-        def __init__(self, variant, checkpoint, device="cpu", hydra_overrides: Sequence[str] = (),
-                     stop_after: int | None = 1, largest_component: bool = False, runtime: str = "auto") -> None:
-            from .litemedsam import resolve_device
-
-            if runtime not in ("auto", "torch"):
-                raise ModelError(f"SAM2 backends run in PyTorch only: --runtime auto or torch, not {runtime!r}")
-            SAM2Preprocessing.__init__(self, variant)
-            if checkpoint is None:
-                raise CheckpointError(f"model {self.name} needs weights: {self.variant.checkpoint_file} "
-                                      f"from {self.variant.source}")
-            self.checkpoint = Path(checkpoint)
-            if not self.checkpoint.is_file():  # before building a network of up to 224M parameters
-                raise CheckpointError(_not_found(checkpoint, self.variant))
-            self.device = resolve_device(device)
-            self.hydra_overrides = tuple(hydra_overrides)
-            self.model = build_network(self.variant, self.hydra_overrides)
-            self.input_size = int(self.model.image_size)  # the variant's, unless an override changed it
-            self._view = SAM2TrainingView(self.model)
-            self.weights_digest = load_sam2_weights(self.model, self.checkpoint, self.variant, self._view)
-            self.model.to(self.device).eval()
-            self.stop_after = stop_after
-            self.largest_component = largest_component
-            mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
-            std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
-            self._mean, self._std = mean.to(self.device), std.to(self.device)
-
-        #: SAM2's image features include high-resolution maps (16.8 MB a slice at 1024 px, and
-        #: the decoder's conv_s0/conv_s1 act on them), so training re-encodes every sample
-        embedding_cache = False
-
-        @property
-        def net(self):
-            """The :class:`SAM2TrainingView` of the model (same parameters)."""
-            return self._view
-
-        def describe(self) -> str:
-            return f"{self.name} ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.input_size} px, {self.device})"
-
-        # -- 2D ----------------------------------------------------------------
-        @staticmethod
-        def _rgb(image: np.ndarray) -> np.ndarray:
-            if image.ndim == 2:
-                return np.repeat(image[..., None], 3, axis=2)
-            if image.ndim == 3 and image.shape[2] == 3:
-                return image
-            raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
-
-        def preprocess(self, image: np.ndarray):
-            """``(H, W)`` / ``(H, W, 3)`` uint8 -> ``(1, 3, S, S)`` float32 tensor, as ``SAM2ImagePredictor``."""
-            rgb = self._rgb(np.asarray(image))
-            x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).to(torch.float32).div(255)
-            x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False, antialias=True)
-            return ((x.to(self.device) - self._mean) / self._std)
-
-        @torch.inference_mode()
-        def embed(self, image: np.ndarray) -> Embedding:
-            """Encode one slice.
-
-            Returns an :class:`Embedding` whose ``features`` are ``{"image_embed": (1, 256, S/16, S/16),
-            "high_res_feats": [(1, 32, S/4, S/4), (1, 64, S/8, S/8)]}`` (float32 tensors).
-            """
-            image = np.asarray(image)
+        image = np.asarray(image)
+        with torch.inference_mode():
             features = self._features(self.model.forward_image(self.preprocess(image)))
-            size = (self.input_size, self.input_size)
-            return Embedding(features=features, original_size=tuple(image.shape[:2]), input_size=size)
+        size = (self.input_size, self.input_size)
+        return Embedding(features=features, original_size=tuple(image.shape[:2]), input_size=size)
 
-        def _features(self, backbone_out) -> dict:
-            # the levels the model uses (as _prepare_backbone_features); the high-resolution
-            # ones are already projected by the decoder's conv_s0 / conv_s1 in forward_image
-            levels = backbone_out["backbone_fpn"][-self.model.num_feature_levels:]
-            embed = levels[-1]
-            if self.model.directly_add_no_mem_embed:
-                embed = embed + self.model.no_mem_embed.view(1, -1, 1, 1)
-            return {"image_embed": embed, "high_res_feats": list(levels[:-1])}
+    def _features(self, backbone_out) -> dict:
+        # the levels the model uses (as _prepare_backbone_features); the high-resolution
+        # ones are already projected by the decoder's conv_s0 / conv_s1 in forward_image
+        levels = backbone_out["backbone_fpn"][-self.model.num_feature_levels:]
+        embed = levels[-1]
+        if self.model.directly_add_no_mem_embed:
+            embed = embed + self.model.no_mem_embed.view(1, -1, 1, 1)
+        return {"image_embed": embed, "high_res_feats": list(levels[:-1])}
 
-        def _model_coords(self, xy: np.ndarray, size: tuple[int, int]):
-            height, width = size
-            coords = torch.as_tensor(np.asarray(xy, dtype=np.float32).reshape(-1, 2), device=self.device).clone()
-            coords[:, 0] = coords[:, 0] / width
-            coords[:, 1] = coords[:, 1] / height
-            return coords * self.input_size
+    def to_model_coords(self, xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``x * S / W``, ``y * S / H`` in float32, as ``SAM2Transforms.transform_coords``."""
+        height, width = original_size
+        coords = np.array(xy, dtype=np.float32).reshape(-1, 2)
+        coords[:, 0] = coords[:, 0] / np.float32(width)
+        coords[:, 1] = coords[:, 1] / np.float32(height)
+        return coords * np.float32(self.input_size)
 
-        @torch.inference_mode()
-        def decode(self, embedding: Embedding, box=None, points=None, point_labels=None) -> Prediction:
-            """Segment one object; ``logits`` ``(H, W)`` at the slice's resolution, ``score`` = predicted IoU.
+    def prompt_tensors(self, box, points, point_labels, original_size):
+        """A box becomes its two corner points (labels 2, 3) ahead of any points; no ``boxes`` argument."""
+        coords, labels = [], []
+        if box is not None:
+            coords.append(self.to_model_coords(np.asarray(box, dtype=np.float32).reshape(2, 2), original_size))
+            labels.append(np.array([2, 3], dtype=np.int32))
+        if points is not None:
+            pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            coords.append(self.to_model_coords(pts, original_size))
+            lab = np.ones(len(pts)) if point_labels is None else np.asarray(point_labels)
+            labels.append(np.asarray(lab, dtype=np.int32).reshape(-1))
+        points_t = (torch.as_tensor(np.concatenate(coords), device=self.device)[None],
+                    torch.as_tensor(np.concatenate(labels), device=self.device)[None])
+        return points_t, None
 
-            A box is passed as its two corners (labels 2, 3) ahead of any points, as
-            ``SAM2ImagePredictor`` does; a single point alone asks for three masks and
-            keeps the one with the best predicted IoU.
-            """
-            if box is None and points is None:
-                raise PromptError("a prompt needs a box or at least one point")
-            coords, labels = [], []
-            if box is not None:
-                coords.append(self._model_coords(np.asarray(box, dtype=np.float32).reshape(2, 2), embedding.original_size))
-                labels.append(torch.tensor([2, 3], dtype=torch.int32, device=self.device))
-            n_points = 0
-            if points is not None:
-                pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-                n_points = len(pts)
-                lab = np.ones(n_points) if point_labels is None else np.asarray(point_labels)
-                coords.append(self._model_coords(pts, embedding.original_size))
-                labels.append(torch.as_tensor(lab, dtype=torch.int32, device=self.device).reshape(-1))
-            multimask = box is None and n_points == 1
-            sparse, dense = self.model.sam_prompt_encoder(
-                points=(torch.cat(coords)[None], torch.cat(labels)[None]), boxes=None, masks=None)
-            feats = embedding.features
-            low_res, iou, _, _ = self.model.sam_mask_decoder(
-                image_embeddings=feats["image_embed"],
-                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-                repeat_image=False,
-                high_res_features=feats["high_res_feats"],
-            )
-            best = int(torch.argmax(iou[0])) if multimask else 0
-            logits = F.interpolate(low_res[:, best: best + 1].float(), size=embedding.original_size,
-                                   mode="bilinear", align_corners=False)
-            return Prediction(logits=logits[0, 0].cpu().numpy(), score=float(iou[0, best]))
+    def decode_prompts(self, features, points=None, boxes=None, masks=None, multimask_output: bool = False):
+        """SAM2's prompt encoder + mask decoder with the high-resolution features of the embedding."""
+        sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=boxes, masks=masks)
+        low_res, iou, _, _ = self.model.sam_mask_decoder(
+            image_embeddings=features["image_embed"],
+            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=False,
+            high_res_features=features["high_res_feats"],
+        )
+        return low_res, iou
 
-        def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
-            """The tight box ``(min col, min row, max col, max row)`` (SAM2 adds no margin)."""
-            rows, cols = np.nonzero(np.asarray(mask, dtype=bool))
-            if rows.size == 0:
-                raise ValueError("box_from_mask needs a non-empty mask")
-            return (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
+    def postprocess(self, low_res, embedding: Embedding):
+        """The decoder's ``S/4`` logits bilinearly resized to the slice."""
+        return F.interpolate(low_res.float(), size=embedding.original_size, mode="bilinear", align_corners=False)
 
-        # -- 3D ----------------------------------------------------------------
-        def propagate_memory(self, images, prompts, progress: bool = False, largest_component: bool | None = None,
-                             stop_after=_DEFAULT, masks=None):
-            """SAM2 memory propagation through a volume; see :func:`promptseg.models.sam2_memory.propagate_memory`.
+    # -- 3D ----------------------------------------------------------------
+    def propagate_memory(self, images, tracks, progress: bool = False, largest_component: bool | None = None,
+                         stop_after=_DEFAULT) -> list[int]:
+        """SAM2 memory propagation of ``tracks`` through ``images``; see :func:`promptseg.models.sam2_memory.track`.
 
-            ``largest_component`` and ``stop_after`` default to the constructor's values.
-            Returns ``(list of ObjectResult, slices encoded in order)``.
-            """
-            from .sam2_memory import propagate_memory
+        ``largest_component`` and ``stop_after`` default to the constructor's values.
+        Fills each :class:`~promptseg.models.sam2_memory.Track`'s results; returns the
+        slices encoded, in order.
+        """
+        from .sam2_memory import track
 
-            return propagate_memory(
-                self.model, images, prompts, device=self.device, progress=progress,
-                largest_component=self.largest_component if largest_component is None else largest_component,
-                stop_after=self.stop_after if stop_after is _DEFAULT else stop_after, masks=masks,
-            )
+        return track(
+            self.model, images, tracks, device=self.device, progress=progress,
+            largest_component=self.largest_component if largest_component is None else largest_component,
+            stop_after=self.stop_after if stop_after is _DEFAULT else stop_after,
+        )
 
-        # -- fine-tuning hooks (prepare_slice / prepare_mask / model_input: SAM2Preprocessing) --
-        def train_forward(self, net, batch: dict, device):
-            """Differentiable 2D forward of a batch through the training view.
+    # -- fine-tuning hooks (prepare_slice / prepare_mask / model_input: SAM2Preprocessing) --
+    def train_forward(self, net, batch: dict, device):
+        """Differentiable 2D forward of a batch through the training view.
 
-            ``batch["image"]`` ``(B, 3, S, S)``; boxes / points in model-input pixels.
-            Returns ``(logits (B, 1, S, S), predicted IoU (B, 1))``: the decoder's ``S/4``
-            single-mask logits bilinearly up-sampled to the input grid.
-            """
-            if "embedding" in batch:
-                raise ModelError("SAM2 backends do not train from cached embeddings (set train.cache_embeddings=false)")
-            images = batch["image"].to(device)
-            out = net.image_encoder(images)
-            fpn = list(out["backbone_fpn"])
-            decoder = net.mask_decoder
-            if self.model.use_high_res_features_in_sam:
-                fpn[0] = decoder.conv_s0(fpn[0])
-                fpn[1] = decoder.conv_s1(fpn[1])
-            levels = fpn[-self.model.num_feature_levels:]
-            embed = levels[-1]
-            if self.model.directly_add_no_mem_embed:
-                embed = embed + net.memory.no_mem_embed.view(1, -1, 1, 1)
-            boxes = batch["box"].to(device)
-            batch_size = images.shape[0]
-            coords = torch.zeros(batch_size, 0, 2, device=device)
-            labels = torch.zeros(batch_size, 0, dtype=torch.int32, device=device)
-            if not torch.isnan(boxes).any():
-                coords = boxes.reshape(batch_size, 2, 2)
-                labels = torch.tensor([[2, 3]], dtype=torch.int32, device=device).repeat(batch_size, 1)
-            if batch["points"].shape[1] > 0:
-                coords = torch.cat([coords, batch["points"].to(device)], dim=1)
-                labels = torch.cat([labels, batch["point_labels"].to(device).to(torch.int32)], dim=1)
-            sparse, dense = net.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-            low_res, iou, _, _ = decoder(
-                image_embeddings=embed,
-                image_pe=net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-                repeat_image=False,
-                high_res_features=levels[:-1] if self.model.use_high_res_features_in_sam else None,
-            )
-            logits = F.interpolate(low_res.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
-            return logits, iou
+        ``batch["image"]`` ``(B, 3, S, S)``; boxes / points in model-input pixels.
+        Returns ``(logits (B, 1, S, S), predicted IoU (B, 1))``: the decoder's ``S/4``
+        single-mask logits bilinearly up-sampled to the input grid.
+        """
+        from ..errors import ModelError
 
-    return SAM2Segmenter
+        if "embedding" in batch:
+            raise ModelError("SAM2 backends do not train from cached embeddings (set train.cache_embeddings=false)")
+        images = batch["image"].to(device)
+        out = net.image_encoder(images)
+        fpn = list(out["backbone_fpn"])
+        decoder = net.mask_decoder
+        if self.model.use_high_res_features_in_sam:
+            fpn[0] = decoder.conv_s0(fpn[0])
+            fpn[1] = decoder.conv_s1(fpn[1])
+        levels = fpn[-self.model.num_feature_levels:]
+        embed = levels[-1]
+        if self.model.directly_add_no_mem_embed:
+            embed = embed + net.memory.no_mem_embed.view(1, -1, 1, 1)
+        points, boxes = batch_prompts(batch, device)
+        batch_size = images.shape[0]
+        coords = torch.zeros(batch_size, 0, 2, device=device)
+        labels = torch.zeros(batch_size, 0, dtype=torch.int32, device=device)
+        if boxes is not None:
+            coords = boxes.reshape(batch_size, 2, 2)
+            labels = torch.tensor([[2, 3]], dtype=torch.int32, device=device).repeat(batch_size, 1)
+        if points is not None:
+            coords = torch.cat([coords, points[0]], dim=1)
+            labels = torch.cat([labels, points[1].to(torch.int32)], dim=1)
+        sparse, dense = net.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low_res, iou, _, _ = decoder(
+            image_embeddings=embed,
+            image_pe=net.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+            repeat_image=False,
+            high_res_features=levels[:-1] if self.model.use_high_res_features_in_sam else None,
+        )
+        logits = F.interpolate(low_res.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, iou
 
 
-_SEGMENTER = None
-
-
-def SAM2Segmenter(*args, **kwargs):
-    """Build a SAM2-family segmenter; see the class docstring (``SAM2Segmenter.__doc__`` after import)."""
-    return segmenter_class()(*args, **kwargs)
-
-
-def segmenter_class():
-    """The :class:`SAM2Segmenter` class (imported on first use, keeping this module cheap to import)."""
-    global _SEGMENTER
-    if _SEGMENTER is None:
-        _SEGMENTER = _segmenter_class()
-    return _SEGMENTER
-
-
-def _builder(name: str):
-    def build(checkpoint=None, device="cpu", **kwargs):
-        return SAM2Segmenter(name, checkpoint=checkpoint, device=device, **kwargs)
-
-    return build
-
-
+# ---------------------------------------------------------------------------
+# registry
 def _spec(variant: SAM2Variant):
     from .spec import ModelSpec
 
@@ -674,9 +630,9 @@ def _spec(variant: SAM2Variant):
         normalisation=(f"resized to {variant.image_size} x {variant.image_size} (aspect ratio not kept), "
                        "/255, ImageNet mean/std, grey repeated to 3 channels"),
         checkpoint=f"{variant.checkpoint_file} from {variant.source}",
-        build=_builder(variant.name),
+        build=functools.partial(SAM2Segmenter, variant.name),
         needs_checkpoint=True,
-        propagation=("chain", "memory"),
+        capabilities=CAPABILITIES,
         preprocessing=functools.partial(SAM2Preprocessing, variant.name),
     )
 

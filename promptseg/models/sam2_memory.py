@@ -14,6 +14,11 @@ per-frame ``_run_single_frame_inference`` that ``propagate_in_video`` calls), so
 the masks equal ``SAM2VideoPredictor``'s for the same frames
 (tests/test_sam2.py checks it against upstream's own JPEG-folder path).
 
+The engine knows no promptseg prompt objects: it tracks :class:`Track` values (seeds
+on conditioning slices, a reach, and the results it fills in);
+:mod:`promptseg.inference.memory` turns object prompts into tracks and tracks into
+object results.
+
 The protocol (MedSAM2's 3D inference, ``medsam2_infer_3D_CT.py``):
 
 1. each object's prompt is added on its slice (box and/or points, or a mask;
@@ -56,9 +61,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import PromptError
-from ..prompts import ObjectPrompt
-from ..propagation import ObjectResult
+from ..stops import Stop, StopReason
+from .base import half_logits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -138,61 +142,81 @@ def new_inference_state(frames: VolumeFrames, height: int, width: int, device: t
 
 
 @dataclass
-class _Track:
-    """One object during propagation."""
+class Seed:
+    """What an object is prompted with on one conditioning slice (slice pixels).
+
+    Attributes:
+        box: ``(4,)`` float32 ``(x0, y0, x1, y1)``, or None.
+        points: ``(N, 2)`` float32 ``(x, y)``, or None.
+        labels: ``(N,)`` int, 1 inside / 0 outside, or None.
+        mask: ``(H, W)`` bool mask prompt (replaces box and points), or None.
+    """
+
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class Track:
+    """One object to track through a volume: its seeds, its reach, and (filled in by
+    :func:`track`) its results.
+
+    Attributes:
+        seeds: ``{z: Seed}``, the conditioning slices (several = key slices).
+        low, high: the lowest / highest slice it may reach.
+        bounded: cover ``low..high`` whatever the object score (a z-range or key slices).
+        key_slices: key-slice object: one upward pass over its range, no stop reason
+            at the range's ends.
+        logits: ``{z: (H, W) float16}`` on slices with a non-empty mask.
+        scores: ``{z: object-presence probability}`` on those slices.
+        stops: why each direction (``"up"``, ``"down"``) ended.
+    """
+
+    seeds: dict[int, Seed]
+    low: int
+    high: int
+    bounded: bool = False
+    key_slices: bool = False
+    logits: dict[int, np.ndarray] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)
+    stops: dict[str, Stop] = field(default_factory=dict)
+
+    @property
+    def start(self) -> int:
+        return min(self.seeds)
+
+    @property
+    def slices(self) -> list[int]:
+        return sorted(self.logits)
+
+
+@dataclass
+class _Run:
+    """A track during one call: its id in SAM2's state and its per-direction status."""
 
     obj_id: int
-    prompt: ObjectPrompt
-    result: ObjectResult
-    masks: dict[int, np.ndarray]
-    start: int
-    low: int  # lowest slice it may reach
-    high: int  # highest slice it may reach
-    bounded: bool  # z-range or key slices: cover the range, no object-score stop
+    track: Track
     active: dict[str, bool] = field(default_factory=lambda: {"up": True, "down": True})
     absent_run: int = 0
 
     def limit(self, direction: str) -> int:
-        return self.high if direction == "up" else self.low
+        return self.track.high if direction == "up" else self.track.low
 
 
-def _tracks(prompts: Sequence[ObjectPrompt], masks: dict | None, depth: int, shape: tuple[int, int]) -> list[_Track]:
-    masks = masks or {}
-    labels = {p.label for p in prompts}
-    unknown = sorted(set(masks) - labels)
-    if unknown:
-        raise PromptError(f"mask prompts for labels {unknown} that no object has")
-    tracks = []
-    for i, prompt in enumerate(prompts):
-        own = {int(z): np.asarray(m, dtype=bool) for z, m in masks.get(prompt.label, {}).items()}
-        for z, m in own.items():
-            if z not in prompt.slices:
-                raise PromptError(f"{prompt.display_name}: mask prompt on slice {z}, which has no prompt of the object")
-            if m.shape != shape:
-                raise PromptError(f"{prompt.display_name}: mask prompt of shape {m.shape} on a {shape} slice")
-        keys = sorted(prompt.slices)
-        low, high = (keys[0], keys[-1]) if prompt.is_key_slices else (0, depth - 1)
-        if prompt.z_range is not None:
-            low, high = max(low, prompt.z_range[0]), min(high, prompt.z_range[1])
-        tracks.append(_Track(obj_id=i, prompt=prompt, result=ObjectResult(prompt), masks=own, start=keys[0],
-                             low=low, high=high, bounded=prompt.is_key_slices or prompt.z_range is not None))
-    return tracks
-
-
-def _add_prompts(model, state: dict, track: _Track) -> None:
-    for z in sorted(track.prompt.slices):
-        if z in track.masks:
-            model.add_new_mask(state, frame_idx=z, obj_id=track.obj_id, mask=track.masks[z])
+def _add_prompts(model, state: dict, run: _Run) -> None:
+    for z, seed in sorted(run.track.seeds.items()):
+        if seed.mask is not None:
+            model.add_new_mask(state, frame_idx=z, obj_id=run.obj_id, mask=seed.mask)
             continue
-        sp = track.prompt.slices[z]
-        coords, labels = sp.point_arrays()
-        box = None if sp.box is None else np.asarray(sp.box, dtype=np.float32)
-        model.add_new_points_or_box(state, frame_idx=z, obj_id=track.obj_id, points=coords, labels=labels, box=box)
+        model.add_new_points_or_box(state, frame_idx=z, obj_id=run.obj_id, points=seed.points, labels=seed.labels,
+                                    box=seed.box)
 
 
-def _track_frame(model, state: dict, track: _Track, z: int, reverse: bool) -> tuple[torch.Tensor, float]:
-    """Segment ``track``'s object on slice ``z``: ``(logits (H, W) float32, object-score logit)``."""
-    idx = state["obj_id_to_idx"][track.obj_id]
+def _track_frame(model, state: dict, run: _Run, z: int, reverse: bool) -> tuple[torch.Tensor, float]:
+    """Segment ``run``'s object on slice ``z``: ``(logits (H, W) float32, object-score logit)``."""
+    idx = state["obj_id_to_idx"][run.obj_id]
     outputs = state["output_dict_per_obj"][idx]
     if z in outputs["cond_frame_outputs"]:
         out = outputs["cond_frame_outputs"][z]
@@ -211,68 +235,70 @@ def _track_frame(model, state: dict, track: _Track, z: int, reverse: bool) -> tu
     return pred[0, 0], float(out["object_score_logits"].reshape(-1)[0])
 
 
-def _record(track: _Track, z: int, logits: torch.Tensor, score_logit: float) -> bool:
+def _record(track: Track, z: int, logits: torch.Tensor, score_logit: float) -> bool:
     """Store a non-empty mask; return whether the object is present on ``z``."""
     values = logits.cpu().numpy()
     present = score_logit > 0 and bool((values > 0).any())
     if present:
-        track.result.logits[z] = values.astype(np.float16)
-        track.result.scores[z] = float(1.0 / (1.0 + np.exp(-score_logit)))
+        track.logits[z] = half_logits(values)
+        track.scores[z] = float(1.0 / (1.0 + np.exp(-score_logit)))
     return present
 
 
-def _sweep(model, state: dict, tracks: list[_Track], start: int, direction: str, depth: int,
+def _sweep(model, state: dict, runs: list[_Run], start: int, direction: str, depth: int,
            stop_after: int | None, bar) -> None:
     """One direction of one pass: prompts are already added to ``state``."""
     reverse = direction == "down"
     step = -1 if reverse else 1
-    for track in tracks:  # the run of slices without the object is counted per direction
-        track.absent_run = 0
+    for run in runs:  # the run of slices without the object is counted per direction
+        run.absent_run = 0
     model.propagate_in_video_preflight(state)
     if direction == "up":
-        for track in tracks:
-            logits, score = _track_frame(model, state, track, start, reverse)
-            if not _record(track, start, logits, score) and not track.bounded and stop_after is not None:
-                reason = "no object found on the prompted slice"
-                track.active = {"up": False, "down": False}
-                track.result.stops = {"up": reason, "down": reason}
+        for run in runs:
+            logits, score = _track_frame(model, state, run, start, reverse)
+            if not _record(run.track, start, logits, score) and not run.track.bounded and stop_after is not None:
+                stop = Stop(StopReason.NOTHING_ON_PROMPTED_SLICE)
+                run.active = {"up": False, "down": False}
+                run.track.stops = {"up": stop, "down": stop}
         bar.update(1)
     z = start + step
     while True:
-        live = [t for t in tracks if t.active[direction]]
-        for t in live:
-            if (z > t.limit(direction)) if direction == "up" else (z < t.limit(direction)):
-                t.active[direction] = False
-                if not t.prompt.is_key_slices:
+        live = [r for r in runs if r.active[direction]]
+        for r in live:
+            if (z > r.limit(direction)) if direction == "up" else (z < r.limit(direction)):
+                r.active[direction] = False
+                if not r.track.key_slices:
                     at_edge = z < 0 or z >= depth
-                    t.result.stops[direction] = "end of volume" if at_edge else "end of z-range"
-        live = [t for t in live if t.active[direction]]
+                    r.track.stops[direction] = Stop(StopReason.END_OF_VOLUME if at_edge else StopReason.END_OF_Z_RANGE)
+        live = [r for r in live if r.active[direction]]
         if not live:
             return
-        for track in live:
-            logits, score = _track_frame(model, state, track, z, reverse)
-            present = _record(track, z, logits, score)
-            if track.bounded:
+        for run in live:
+            logits, score = _track_frame(model, state, run, z, reverse)
+            present = _record(run.track, z, logits, score)
+            if run.track.bounded:
                 continue
-            track.absent_run = 0 if present else track.absent_run + 1
-            if stop_after is not None and track.absent_run >= stop_after:
-                track.active[direction] = False
-                track.result.stops[direction] = f"slice {z}: no object (SAM2 object score logit {score:+.2f})"
+            run.absent_run = 0 if present else run.absent_run + 1
+            if stop_after is not None and run.absent_run >= stop_after:
+                run.active[direction] = False
+                run.track.stops[direction] = Stop(StopReason.NO_OBJECT_SCORE, z,
+                                                  f"no object (SAM2 object score logit {score:+.2f})")
         bar.update(1)
         z += step
 
 
-def _keep_largest_component(result: ObjectResult) -> None:
+def keep_largest_component(track: Track) -> None:
+    """Keep only the track's largest 3D connected component (26-connectivity), as MedSAM2 does."""
     from scipy import ndimage
 
-    if not result.logits:
+    if not track.logits:
         return
-    zs = sorted(result.logits)
+    zs = sorted(track.logits)
     first = zs[0]
-    shape = result.logits[first].shape
+    shape = track.logits[first].shape
     volume = np.zeros((zs[-1] - first + 1, *shape), dtype=bool)
     for z in zs:
-        volume[z - first] = result.logits[z] > 0
+        volume[z - first] = track.logits[z] > 0
     components, count = ndimage.label(volume, structure=np.ones((3, 3, 3), dtype=bool))
     if count <= 1:
         return
@@ -282,83 +308,78 @@ def _keep_largest_component(result: ObjectResult) -> None:
     for z in zs:
         inside = keep[z - first]
         if not inside.any():
-            del result.logits[z]
-            result.scores.pop(z, None)
+            del track.logits[z]
+            track.scores.pop(z, None)
             continue
-        logits = result.logits[z].copy()
+        logits = track.logits[z].copy()
         logits[~inside & (logits > 0)] = NO_OBJECT_LOGIT
-        result.logits[z] = logits
+        track.logits[z] = logits
 
 
-@torch.inference_mode()
-def propagate_memory(
+def track(
     model,
     images,
-    prompts: Sequence[ObjectPrompt],
+    tracks: Sequence[Track],
     *,
     device: torch.device | str = "cpu",
     progress: bool = False,
     largest_component: bool = False,
     stop_after: int | None = 1,
-    masks: dict[int, dict[int, np.ndarray]] | None = None,
-) -> tuple[list[ObjectResult], list[int]]:
-    """Segment every object of ``prompts`` through ``images`` with SAM2's memory propagation.
+) -> list[int]:
+    """Track every object of ``tracks`` through ``images`` with SAM2's memory propagation.
 
     Args:
         model: an upstream ``SAM2VideoPredictor`` with its weights (``SAM2Segmenter.model``).
         images: ``(Z, H, W)`` or ``(Z, H, W, 3)`` uint8, intensity-normalised: an array
             or anything with ``.shape`` and ``images[z]``
             (:class:`~promptseg.intensity.NormalizedSlices`).
-        prompts: validated object prompts (boxes, points, key-slice boxes, z-ranges).
+        tracks: the objects (seeds and reach); their results are filled in place
+            (``logits``, ``scores`` = object-presence probability, ``stops``).
         device: where the model runs.
         progress: show a progress bar of tracked slices.
         largest_component: keep each object's largest 3D connected component.
         stop_after: consecutive slices without the object that end a direction
             (``None``: track to the end of the volume, even from a prompted slice
             without the object); see the module docstring.
-        masks: mask prompts ``{object label: {z: (H, W) bool}}`` replacing that
-            object's box / points on slice ``z`` (Python API only).
 
     Returns:
-        One :class:`~promptseg.propagation.ObjectResult` per prompt (same order; logits
-        ``(H, W)`` float16 on slices with a non-empty mask, scores = object-presence
-        probability, stops per direction) and every slice the image encoder processed,
-        in order (a slice repeats when objects prompted on different slices visit it,
-        and key slices repeat once; see the module docstring).
+        Every slice the image encoder processed, in order (a slice repeats when objects
+        seeded on different slices visit it, and key slices repeat once; see the module
+        docstring).
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
     device = torch.device(device)
     depth, height, width = (int(v) for v in images.shape[:3])
-    tracks = _tracks(list(prompts), masks, depth, (height, width))
+    runs = [_Run(obj_id=i, track=t) for i, t in enumerate(tracks)]
     frames = VolumeFrames(images, int(model.image_size), device)
-    groups: dict[int, list[_Track]] = {}
-    for track in tracks:
-        groups.setdefault(track.start, []).append(track)
+    groups: dict[int, list[_Run]] = {}
+    for run in runs:
+        groups.setdefault(run.track.start, []).append(run)
     bar = tqdm(total=None, unit="slice", desc="SAM2 memory propagation", disable=not progress, leave=False)
     try:
-        for start, members in sorted(groups.items()):
-            state = new_inference_state(frames, height, width, device)
-            for track in members:
-                _add_prompts(model, state, track)
-            start_features = state["cached_features"].get(start)
-            _sweep(model, state, members, start, "up", depth, stop_after, bar)
-            down = [t for t in members if t.active["down"] and not t.prompt.is_key_slices]
-            for t in members:
-                if t.prompt.is_key_slices:
-                    t.active["down"] = False
-            if not down:
-                continue
-            model.reset_state(state)
-            if start_features is not None:  # the prompted slice's features: no second encoder pass
-                state["cached_features"] = {start: start_features}
-            for track in down:
-                _add_prompts(model, state, track)
-            _sweep(model, state, down, start, "down", depth, stop_after, bar)
+        with torch.inference_mode():
+            for start, members in sorted(groups.items()):
+                state = new_inference_state(frames, height, width, device)
+                for run in members:
+                    _add_prompts(model, state, run)
+                start_features = state["cached_features"].get(start)
+                _sweep(model, state, members, start, "up", depth, stop_after, bar)
+                down = [r for r in members if r.active["down"] and not r.track.key_slices]
+                for r in members:
+                    if r.track.key_slices:
+                        r.active["down"] = False
+                if not down:
+                    continue
+                model.reset_state(state)
+                if start_features is not None:  # the prompted slice's features: no second encoder pass
+                    state["cached_features"] = {start: start_features}
+                for run in down:
+                    _add_prompts(model, state, run)
+                _sweep(model, state, down, start, "down", depth, stop_after, bar)
     finally:
         bar.close()
-    results = [t.result for t in tracks]
     if largest_component:
-        for result in results:
-            _keep_largest_component(result)
-    return results, list(frames.loaded)
+        for t in tracks:
+            keep_largest_component(t)
+    return list(frames.loaded)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .base import Segmenter
+from .capabilities import Capability
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class ModelSpec:
         checkpoint: the expected checkpoint file and where to get it.
         build: ``build(checkpoint, device, **kwargs) -> Segmenter``.
         needs_checkpoint: True when no weights are bundled (the user supplies a file).
-        propagation: 3D modes the backend supports (``"chain"``, ``"memory"``).
+        capabilities: what the backend offers beyond prompted 2D segmentation and
+            chaining (see :mod:`promptseg.models.capabilities`); a built segmenter
+            carries the same set.
         preprocessing: ``preprocessing() -> object`` with ``name``, ``input_size``,
             ``prepare_slice``, ``prepare_mask`` and ``model_input`` of the backend, built
             without weights (what ``promptseg prepare`` needs); None: build the backend itself.
@@ -33,5 +36,10 @@ class ModelSpec:
     checkpoint: str
     build: Callable[..., Segmenter]
     needs_checkpoint: bool = True
-    propagation: tuple[str, ...] = field(default=("chain",))
+    capabilities: frozenset[Capability] = field(default_factory=frozenset)
     preprocessing: Optional[Callable[[], object]] = None
+
+    @property
+    def propagation(self) -> tuple[str, ...]:
+        """3D modes: ``"chain"`` always, ``"memory"`` with :attr:`Capability.MEMORY_PROPAGATION`."""
+        return ("chain", "memory") if Capability.MEMORY_PROPAGATION in self.capabilities else ("chain",)

@@ -214,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         segmenter: an already-built starting model (default: built from ``cfg.model``).
         stop_after_epoch: end after this epoch as if interrupted (tests of resume).
     """
-    from ..models import build_segmenter
+    from ..models import Capability, build_segmenter, has, require
 
     rank, world, _ = _dist_env()
     device = _device(cfg.train.device)
@@ -232,7 +232,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         with atomic_path(run_dir / "config.yaml") as tmp:
             Path(tmp).write_text(cfg.to_yaml(), encoding="utf-8")
 
-    segmenter = segmenter or build_segmenter(cfg.model.name, checkpoint=cfg.model.checkpoint, runtime="torch")
+    if segmenter is None:
+        require(cfg.model.name, Capability.FINE_TUNING)
+        segmenter = build_segmenter(cfg.model.name, checkpoint=cfg.model.checkpoint, runtime="torch")
+    require(segmenter, Capability.FINE_TUNING)
     net = segmenter.net.to(device)
     model = apply_trainable(net, cfg.trainable, cfg.lora)
     frozen = frozen_parts(model)
@@ -255,7 +258,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     cache, encoded = None, 0
     base = base_network(model)
     use_cache = "image_encoder" in frozen and cfg.train.cache_embeddings
-    if use_cache and not getattr(segmenter, "embedding_cache", True):
+    if use_cache and not has(segmenter, Capability.CACHED_EMBEDDINGS):
         use_cache = False
         if is_main:
             log.info("%s: image features are not cached (the backend re-encodes every sample)", segmenter.name)
@@ -407,10 +410,10 @@ def evaluate_samples(net: torch.nn.Module, samples: TrainingSamples, device: tor
                      train_forward=None) -> float:
     """Mean Dice (model-input grid, padding excluded) of ``net`` on deterministic prompts.
 
-    ``train_forward`` is the backend's :meth:`~promptseg.models.base.Segmenter.train_forward`
+    ``train_forward`` is the backend's ``train_forward`` (:class:`~promptseg.models.capabilities.Trainable`)
     (default: the SAM-style one).
     """
-    from ..models.base import sam_style_train_forward
+    from ..models.sam_core import sam_style_train_forward
 
     train_forward = train_forward or sam_style_train_forward
     was_training = net.training

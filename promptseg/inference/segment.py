@@ -10,50 +10,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from .errors import ModelError, PromptError
-from .evaluation.metrics import dice  # noqa: F401  (promptseg.dice)
-from .intensity import NormalizedSlices
-from .models import Segmenter, build_segmenter
-from .prompts import ObjectPrompt, check_unique_labels, validate
-from .propagation import ObjectResult, compose_labels, propagate
+from ..errors import PromptError
+from ..intensity import NormalizedSlices
+from ..models import Segmenter, build_segmenter
+from ..prompts import ObjectPrompt, check_unique_labels, validate
+from ..volume import Volume
+from .chain import propagate
+from .memory import propagate_with_memory
+from .results import SegmentationResult, compose_labels
 from .stop_rule import StopRule
-from .volume import Volume
-
-
-@dataclass
-class SegmentationResult:
-    """Output of :func:`segment`.
-
-    Attributes:
-        labels: integer label map on the input volume's grid (same shape,
-            spacing, origin, direction).
-        objects: per-object details (slices, scores, why propagation stopped).
-        image: the intensity-normalised uint8 slices the model saw
-            (``image[z]`` is ``(H, W)`` or ``(H, W, 3)``; normalised on access,
-            ``np.asarray(image)`` gives the whole volume), for overlays.
-        encoded_slices: slices embedded by the image encoder, in order.
-    """
-
-    labels: Volume
-    objects: list[ObjectResult]
-    image: NormalizedSlices
-    encoded_slices: list[int]
-
-    def save(self, path: str | Path) -> Path:
-        """Write the label map (NIfTI / NRRD / MHA / NPZ / PNG by extension), atomically."""
-        from .io import save_mask
-
-        return save_mask(self.labels.array, path, reference=self.labels)
-
-    def mask(self, label: int = 1) -> np.ndarray:
-        """``(Z, H, W)`` bool mask of one label."""
-        return self.labels.array == label
 
 
 def segment(
@@ -88,10 +55,11 @@ def segment(
             earlier slices; backends that list it in ``promptseg models``).
         memory_options: options of the backend's memory propagation, e.g.
             ``{"stop_after": 2, "largest_component": True}`` for SAM2 (see
-            :func:`promptseg.models.sam2_memory.propagate_memory`).
+            :meth:`promptseg.models.sam2.SAM2Segmenter.propagate_memory`).
 
     Raises:
         PromptError: a prompt does not fit the volume, or labels repeat.
+        ModelError: ``propagation="memory"`` with a backend that has no memory propagation.
     """
     if isinstance(prompts, ObjectPrompt):
         prompts = [prompts]
@@ -108,15 +76,12 @@ def segment(
     if propagation not in ("chain", "memory"):
         raise ValueError(f"propagation must be 'chain' or 'memory', got {propagation!r}")
     if memory_options and propagation != "memory":
-        raise ValueError("memory_options apply to propagation='memory' only")
+        raise PromptError("--largest-component and --memory-stop-after (memory_options) apply to "
+                          "--propagation memory only")
     segmenter = segmenter or build_segmenter("litemedsam")
     image = NormalizedSlices.of(volume, modality=modality, window=window)
     if propagation == "memory" and mode == "3d":
-        memory = getattr(segmenter, "propagate_memory", None)
-        if memory is None:
-            raise ModelError(f"model {segmenter.name} has no memory propagation; use propagation='chain' "
-                             "(CLI: --propagation chain) or a SAM2-family model")
-        results, encoded = memory(image, prompts, progress=progress, **(memory_options or {}))
+        results, encoded = propagate_with_memory(segmenter, image, prompts, progress=progress, **(memory_options or {}))
     else:
         results, encoded = propagate(
             segmenter,
@@ -129,6 +94,6 @@ def segment(
             progress=progress,
         )
     labels = compose_labels(results, volume.shape)
-    label_volume = volume.with_array(labels, modality=None)
-    label_volume.metadata = {"source": volume.metadata.get("source"), "kind": "labels"}
+    label_volume = volume.with_array(labels, modality=None, kind="labels")
+    label_volume.metadata = {"source": volume.metadata.get("source")}
     return SegmentationResult(labels=label_volume, objects=results, image=image, encoded_slices=encoded)

@@ -42,6 +42,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import PromptError
+from ..stops import StopReason
+
 
 @dataclass(frozen=True)
 class StopRule:
@@ -63,14 +66,16 @@ class StopRule:
     min_area: int = 1
 
     def __post_init__(self) -> None:
+        # "not x > 0" and "not 0 <= x <= 1" also refuse NaN
         if not self.extent_factor > 0:
-            raise ValueError("extent_factor must be > 0")
+            raise PromptError(f"stop rule: extent_factor (--stop-extent) must be > 0, got {self.extent_factor}")
         if not 0 <= self.continuity_iou <= 1:
-            raise ValueError("continuity_iou must be in [0, 1]")
+            raise PromptError(f"stop rule: continuity_iou (--stop-iou) must be in [0, 1], got {self.continuity_iou}")
         if not 0 <= self.min_object_fraction <= 1:
-            raise ValueError("min_object_fraction must be in [0, 1]")
-        if self.min_area < 1:
-            raise ValueError("min_area must be >= 1")
+            raise PromptError("stop rule: min_object_fraction (--stop-appearance) must be in [0, 1], "
+                              f"got {self.min_object_fraction}")
+        if not self.min_area >= 1:
+            raise PromptError(f"stop rule: min_area must be >= 1, got {self.min_area}")
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,18 @@ class Appearance:
 
 @dataclass(frozen=True)
 class StopCheck:
-    """What the rule measured on one slice and what it decided."""
+    """What the rule measured on one slice and what it decided.
+
+    Attributes:
+        keep: the mask is accepted and the chain continues.
+        reason: why not (None when ``keep``).
+        text: the decision with its measured values, for people.
+        object_fraction, iou_previous, distance_mm: the measurements.
+    """
 
     keep: bool
-    reason: str
+    reason: Optional[StopReason]
+    text: str
     object_fraction: float = float("nan")
     iou_previous: float = float("nan")
     distance_mm: float = float("nan")
@@ -138,21 +151,23 @@ def check_slice(
     """
     area = int(mask.sum())
     if area < rule.min_area:
-        return StopCheck(False, f"empty mask ({area} px)", distance_mm=distance_mm)
+        return StopCheck(False, StopReason.EMPTY_MASK, f"empty mask ({area} px)", distance_mm=distance_mm)
     union = np.logical_or(mask, previous).sum()
     iou = float(np.logical_and(mask, previous).sum() / union) if union else 0.0
     fraction = appearance.object_fraction(image, mask) if appearance is not None else 1.0
     measured = dict(object_fraction=fraction, iou_previous=iou, distance_mm=distance_mm)
     if appearance is not None and fraction < rule.min_object_fraction:
-        return StopCheck(False, f"does not look like the object ({fraction:.0%} object-like voxels)", **measured)
+        return StopCheck(False, StopReason.NOT_OBJECT_LIKE,
+                         f"does not look like the object ({fraction:.0%} object-like voxels)", **measured)
     if distance_mm > radius_mm * rule.extent_factor and iou < rule.continuity_iou:
         return StopCheck(
             False,
+            StopReason.BEYOND_REACH,
             f"{distance_mm:.1f} mm from the prompt (> {radius_mm * rule.extent_factor:.1f} mm) "
             f"and IoU {iou:.2f} with the previous slice",
             **measured,
         )
-    return StopCheck(True, "continues", **measured)
+    return StopCheck(True, None, "continues", **measured)
 
 
 def object_radius_mm(box: tuple[float, float, float, float], spacing_xy: tuple[float, float]) -> float:

@@ -16,21 +16,20 @@ and a name. It holds one of:
 * a 3D box ``(x0, y0, z0, x1, y1, z1)`` (the LiteMedSAM challenge format):
   the 2D box on the middle slice, propagation limited to ``z0..z1``.
 
-The JSON prompt file (``--prompts FILE.json``) is documented in
-``docs/prompts.md``; :func:`load_prompt_file` reads it.
+Text forms (``"x0,y0,x1,y1"``, ``"Z:x0,y0,x1,y1"``) are parsed by
+:mod:`promptseg.prompts.parse`; the JSON prompt file (``docs/prompts.md``) by
+:mod:`promptseg.prompts.file`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import PromptError
+from ..errors import PromptError
 
 Box = tuple[float, float, float, float]
 
@@ -90,66 +89,6 @@ class ObjectPrompt:
     @property
     def display_name(self) -> str:
         return self.name or f"object {self.label}"
-
-
-# ---------------------------------------------------------------------------
-# parsing of command-line strings
-# ---------------------------------------------------------------------------
-def _numbers(text: str, count: Sequence[int], what: str) -> list[float]:
-    parts = [p for p in str(text).replace(" ", "").split(",") if p != ""]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise PromptError(f"{what} {text!r}: expected comma-separated numbers") from None
-    if len(values) not in count:
-        expected = " or ".join(str(c) for c in count)
-        raise PromptError(f"{what} {text!r}: expected {expected} numbers, got {len(values)}")
-    if not all(math.isfinite(v) for v in values):
-        raise PromptError(f"{what} {text!r}: numbers must be finite")
-    return values
-
-
-def parse_box(text: str) -> Box:
-    """``"x0,y0,x1,y1"`` -> box (checked for order, not yet against an image)."""
-    x0, y0, x1, y1 = _numbers(text, (4,), "box")
-    return check_box_order((x0, y0, x1, y1))
-
-
-def parse_box3d(text: str) -> tuple[float, float, int, float, float, int]:
-    """``"x0,y0,z0,x1,y1,z1"`` (LiteMedSAM challenge order) -> 3D box."""
-    x0, y0, z0, x1, y1, z1 = _numbers(text, (6,), "3D box")
-    if z0 != int(z0) or z1 != int(z1):
-        raise PromptError(f"3D box {text!r}: z0 and z1 must be slice indices (integers)")
-    check_box_order((x0, y0, x1, y1))
-    if z0 > z1:
-        raise PromptError(f"3D box {text!r}: needs z0 <= z1")
-    return (x0, y0, int(z0), x1, y1, int(z1))
-
-
-def parse_point(text: str) -> Point:
-    """``"x,y"`` (positive) or ``"x,y,1"`` / ``"x,y,0"`` (positive / negative)."""
-    values = _numbers(text, (2, 3), "point")
-    if len(values) == 3 and values[2] not in (0.0, 1.0):
-        raise PromptError(f"point {text!r}: the third number must be 1 (inside) or 0 (outside)")
-    return Point(values[0], values[1], positive=len(values) == 2 or values[2] == 1.0)
-
-
-def parse_line(text: str) -> tuple[float, float, float, float]:
-    """``"x0,y0,x1,y1"``: the two end points of a line marker (e.g. RECIST long axis)."""
-    x0, y0, x1, y1 = _numbers(text, (4,), "line")
-    if (x0, y0) == (x1, y1):
-        raise PromptError(f"line {text!r}: the two end points are the same")
-    return (x0, y0, x1, y1)
-
-
-def parse_range(text: str) -> tuple[int, int]:
-    """``"z0,z1"`` -> inclusive slice range."""
-    z0, z1 = _numbers(text, (2,), "z-range")
-    if z0 != int(z0) or z1 != int(z1):
-        raise PromptError(f"z-range {text!r}: slices must be integers")
-    if z0 > z1:
-        raise PromptError(f"z-range {text!r}: needs z0 <= z1")
-    return int(z0), int(z1)
 
 
 def check_box_order(box: Sequence[float]) -> Box:
@@ -314,107 +253,3 @@ def make_object(
     if z_range is not None:
         rng = (int(z_range[0]), int(z_range[1]))
     return ObjectPrompt({int(slice): sp}, label=label, name=name, z_range=rng)
-
-
-# ---------------------------------------------------------------------------
-# JSON prompt files
-# ---------------------------------------------------------------------------
-class _ObjectModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    label: int = Field(default=0, ge=0, le=65535)
-    name: Optional[str] = None
-    slice: Optional[int] = Field(default=None, ge=0)
-    box: Optional[list[float]] = None
-    points: list[list[float]] = Field(default_factory=list)
-    line: Optional[list[float]] = None
-    box3d: Optional[list[float]] = None
-    key_slices: Optional[dict[int, list[float]]] = None
-    z_range: Optional[list[int]] = None
-
-    @field_validator("box", "line")
-    @classmethod
-    def _four(cls, v):
-        if v is not None and len(v) != 4:
-            raise ValueError("needs 4 numbers x0,y0,x1,y1")
-        return v
-
-    @field_validator("points")
-    @classmethod
-    def _pts(cls, v):
-        for p in v:
-            if len(p) not in (2, 3) or (len(p) == 3 and p[2] not in (0, 1)):
-                raise ValueError("each point is [x, y] or [x, y, 1|0]")
-        return v
-
-    @field_validator("z_range")
-    @classmethod
-    def _rng(cls, v):
-        if v is not None and len(v) != 2:
-            raise ValueError("needs 2 slice indices [z0, z1]")
-        return v
-
-
-class _PromptFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    objects: list[_ObjectModel] = Field(min_length=1)
-
-
-def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = None, source: str = "prompts") -> list[ObjectPrompt]:
-    """Validate a decoded JSON prompt document and build its objects.
-
-    Objects without a ``label`` get the smallest label values not used by
-    another object, in file order.
-    """
-    try:
-        parsed = _PromptFile.model_validate(doc)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise PromptError(f"{source}: {where}: {err['msg']}") from None
-    taken = {obj.label for obj in parsed.objects if obj.label}
-    free = (v for v in range(1, 65536) if v not in taken)
-    objects = []
-    for i, obj in enumerate(parsed.objects):
-        label = obj.label or next(free)
-        points = tuple(Point(p[0], p[1], len(p) == 2 or p[2] == 1) for p in obj.points)
-        try:
-            objects.append(
-                make_object(
-                    slice=obj.slice, box=obj.box, points=points, line=obj.line, box3d=obj.box3d,
-                    key_boxes=obj.key_slices, z_range=obj.z_range, label=label, name=obj.name,
-                    image_shape=image_shape,
-                )
-            )
-        except PromptError as exc:
-            raise PromptError(f"{source}: objects.{i}: {exc}") from None
-    check_unique_labels(objects)
-    return objects
-
-
-def load_prompt_file(path: str | Path, image_shape: Optional[tuple[int, int]] = None) -> list[ObjectPrompt]:
-    """Read a JSON prompt file (see ``docs/prompts.md``)."""
-    from .io.jsonfile import read_json
-
-    doc = read_json(path, "prompt file", PromptError)
-    return parse_prompt_document(doc, image_shape=image_shape, source=str(path))
-
-
-def prompt_to_dict(prompt: ObjectPrompt) -> dict:
-    """The JSON form of an object prompt (what :func:`parse_prompt_document` reads back)."""
-    out: dict = {"label": prompt.label}
-    if prompt.name:
-        out["name"] = prompt.name
-    if prompt.is_key_slices:
-        out["key_slices"] = {str(z): list(sp.box) for z, sp in sorted(prompt.slices.items())}
-        return out
-    (z, sp), = prompt.slices.items()
-    out["slice"] = z
-    if sp.box is not None:
-        out["box"] = [float(v) for v in sp.box]
-    if sp.points:
-        out["points"] = [[p.x, p.y, int(p.positive)] for p in sp.points]
-    if prompt.z_range is not None:
-        out["z_range"] = list(prompt.z_range)
-    return out

@@ -1,6 +1,6 @@
 """Prompt-free 2D segmentation: SAM's automatic mask generation on one slice.
 
->>> from promptseg.automatic import automatic_masks
+>>> from promptseg.inference.automatic import automatic_masks
 >>> seg = promptseg.build_segmenter("sam-vit-b", checkpoint="sam_vit_b_01ec64.pth")
 >>> labels = automatic_masks(volume, seg, slice=33)        # Volume: label map on the input grid
 >>> labels.metadata["masks"][0]                            # label 1 = the largest mask
@@ -46,32 +46,33 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError, PromptError
-from .volume import Volume
+from ..errors import ModelError, PromptError
+from ..models import Capability, backends_with, has
+from ..volume import Volume
 
 
 def automatic_model_names() -> list[str]:
     """Registry names of the backends that offer automatic mask generation (the SAM backends)."""
-    from .models.sam import VARIANTS
-
-    return [name for name, variant in VARIANTS.items() if variant.automatic]
+    return backends_with(Capability.AUTOMATIC_MASKS)
 
 
-def check_model_name(name: str) -> None:
-    """Refuse, before anything is loaded, a model name without automatic mode.
+def check_model(model) -> None:
+    """Refuse a backend without automatic mode -- a registry name before anything is
+    loaded, or a built segmenter -- by its declared capabilities.
 
     Raises:
         ModelError: one line: an unknown name (naming the models that have the
             automatic mode), or why a registered backend has none.
     """
-    from .models.registry import MODELS
-    from .models.sam import VARIANTS
+    from ..models.registry import MODELS
+    from ..models.sam import VARIANTS
 
-    if name in automatic_model_names():
-        return
-    if name not in MODELS:
+    name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+    if isinstance(model, str) and name not in MODELS:
         raise ModelError(f"unknown model {name!r}; automatic masks need {_models_text()}")
-    if name in VARIANTS:
+    if has(model, Capability.AUTOMATIC_MASKS):
+        return
+    if name in VARIANTS:  # SAM's architecture, weights fine-tuned for boxes (MedSAM)
         raise ModelError(_TRAINED_WITH_BOXES.format(name=name, models=_models_text()))
     raise ModelError(_NO_AUTOMATIC.format(name=name, models=_models_text()))
 
@@ -85,15 +86,6 @@ _NO_AUTOMATIC = ("model {name} has no automatic mask generation: it needs a SAM 
                  "(--model {models} with its --checkpoint)")
 _TRAINED_WITH_BOXES = ("model {name} was trained with box prompts and single-mask output only, which automatic mask "
                        "generation (a grid of single points, three masks each) does not use; use {models}")
-
-
-def _check_backend(segmenter) -> None:
-    name = getattr(segmenter, "name", type(segmenter).__name__)
-    net = getattr(segmenter, "net", None)
-    if net is None or not hasattr(segmenter, "postprocess") or type(net).__name__ != "Sam":
-        raise ModelError(_NO_AUTOMATIC.format(name=name, models=_models_text()))
-    if not getattr(segmenter, "supports_automatic", False):
-        raise ModelError(_TRAINED_WITH_BOXES.format(name=name, models=_models_text()))
 
 
 def _predictor(segmenter, on_step: Callable[[], None] | None = None):
@@ -200,7 +192,7 @@ def generate_masks(image: np.ndarray, segmenter, points_per_side: int = 32, pred
         ModelError: the backend has no automatic mode (see the module docstring).
         PromptError: bad ``points_per_side`` or thresholds.
     """
-    _check_backend(segmenter)
+    check_model(segmenter)
     from segment_anything import SamAutomaticMaskGenerator
     from segment_anything.utils.amg import generate_crop_boxes
     from tqdm.auto import tqdm
@@ -315,9 +307,9 @@ def automatic_masks(
         ModelError: the backend has no automatic mode (LiteMedSAM, MedSAM, SAM2 family).
         PromptError: ``slice`` outside the volume, or bad parameters.
     """
-    from .intensity import NormalizedSlices
+    from ..intensity import NormalizedSlices
 
-    _check_backend(segmenter)
+    check_model(segmenter)
     check_parameters(points_per_side, pred_iou_thresh, stability_score_thresh, min_area,
                      box_nms_thresh=kwargs.get("box_nms_thresh", 0.7), points_per_batch=kwargs.get("points_per_batch", 64))
     z = check_slice(volume, slice)
@@ -364,7 +356,7 @@ def summary_document(labels: Volume, **extra) -> dict:
 
 def save_summary(path: str | Path, labels: Volume, **extra) -> Path:
     """Write :func:`summary_document` as indented JSON, atomically; returns the path."""
-    from .io.atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     path = Path(path)
     text = json.dumps(summary_document(labels, **extra), indent=2, allow_nan=False) + "\n"

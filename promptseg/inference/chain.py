@@ -1,0 +1,320 @@
+"""Segment objects through a volume by chaining: 2D per slice, or 3D slice to slice.
+
+Chaining: the object's mask on one slice gives the box prompt on the next one
+(:meth:`Segmenter.box_from_mask`), going up and then down from the prompted
+slice, until :mod:`promptseg.inference.stop_rule` says the object has ended, the
+z-range ends, or the volume ends. Key-slice objects get interpolated boxes on
+every slice between their first and last key slice instead.
+
+All objects are processed together in one upward and one downward sweep, so
+each slice is embedded at most once per call however many objects there are;
+an embedding is kept only while a later step of the call can still need it
+(unless the caller supplies its own embedding source, e.g. a session's cache).
+
+:func:`iter_chain` is the engine: a generator that yields a :class:`ChainStep` as
+each slice is decided (an interactive viewer shows masks as they come, and stops
+the generator to cancel); :func:`propagate` runs it to the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..models.base import Embedding, Prediction, Segmenter, half_logits
+from ..prompts import ObjectPrompt, box_from_mask, interpolate_key_boxes
+from ..stops import Stop, StopReason
+from .results import ObjectResult
+from .stop_rule import Appearance, StopRule, check_slice, object_radius_mm
+
+DIRECTIONS = ("up", "down")
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One decision of the chain, as it happens.
+
+    Attributes:
+        index: the object's position in the prompts.
+        z: the slice.
+        direction: ``"up"`` (the prompted slice and above, and key slices) or ``"down"``.
+        result: the object's :class:`~promptseg.inference.results.ObjectResult` so far
+            (``result.logits.get(z)`` is this slice's mask, if kept).
+        stop: set when this step ended the direction (the slice was not kept).
+    """
+
+    index: int
+    z: int
+    direction: str
+    result: ObjectResult
+    stop: Optional[Stop] = None
+
+    @property
+    def kept(self) -> bool:
+        """The slice's mask is in the result."""
+        return self.z in self.result.logits
+
+
+class EmbeddingSource(Protocol):
+    """Where the chain gets slice embeddings: ``get(z)``, ``release(z)`` when the call no
+    longer needs slice ``z``, and ``encoded``, the slices embedded during the call in order."""
+
+    encoded: list[int]
+
+    def get(self, z: int) -> Embedding: ...
+
+    def release(self, z: int) -> None: ...
+
+
+class SliceEmbeddings:
+    """Embeds slices on demand and keeps each only while it may be needed again (the default
+    :class:`EmbeddingSource`)."""
+
+    def __init__(self, segmenter: Segmenter, images: np.ndarray, progress: Optional[tqdm] = None) -> None:
+        self.segmenter, self.images, self.progress = segmenter, images, progress
+        self._cache: dict[int, Embedding] = {}
+        self.encoded: list[int] = []
+
+    def get(self, z: int) -> Embedding:
+        if z not in self._cache:
+            self._cache[z] = self.segmenter.embed(self.images[z])
+            self.encoded.append(z)
+            if self.progress is not None:
+                self.progress.update(1)
+        return self._cache[z]
+
+    def release(self, z: int) -> None:
+        self._cache.pop(z, None)
+
+
+class _Chain:
+    """One object's state during the sweeps."""
+
+    def __init__(self, prompt: ObjectPrompt, result: ObjectResult, mode: str, directions: Sequence[str]) -> None:
+        self.prompt, self.result, self.mode = prompt, result, mode
+        self.seed_z = prompt.start_slice
+        self.key_boxes = interpolate_key_boxes({z: sp.box for z, sp in prompt.slices.items()}) if prompt.is_key_slices else None
+        self.seed_box: Optional[tuple] = None
+        self.appearance: Optional[Appearance] = None
+        self.radius_mm = float("inf")
+        self.masks: dict[int, np.ndarray] = {}
+        self.active = {"up": "up" in directions,
+                       "down": mode == "3d" and not prompt.is_key_slices and "down" in directions}
+
+    def wants(self, z: int, direction: str) -> bool:
+        """Does this object need slice ``z`` in this sweep?"""
+        p = self.prompt
+        if direction == "up":
+            if self.key_boxes is not None:
+                if self.mode == "2d":
+                    return z in p.slices
+                return z in self.key_boxes
+            if z == self.seed_z:
+                return True
+            if self.mode == "2d" or z < self.seed_z or not self.active["up"]:
+                return False
+        else:
+            if z >= self.seed_z or not self.active["down"]:
+                return False
+        if p.z_range is not None and not p.z_range[0] <= z <= p.z_range[1]:
+            self.active[direction] = False
+            self.result.stops.setdefault(direction, Stop(StopReason.END_OF_Z_RANGE))
+            return False
+        return True
+
+
+def iter_chain(
+    segmenter: Segmenter,
+    images: np.ndarray,
+    prompts: Sequence[ObjectPrompt],
+    spacing_xy: tuple[float, float] = (1.0, 1.0),
+    slice_thickness: float = 1.0,
+    mode: str = "3d",
+    stop_rule: Optional[StopRule] = None,
+    results: Optional[Sequence[ObjectResult]] = None,
+    embeddings: Optional[EmbeddingSource] = None,
+    directions: Sequence[str] = DIRECTIONS,
+    progress: bool = False,
+) -> Iterator[ChainStep]:
+    """Segment every object of ``prompts`` in ``images``, yielding each decision as it is made.
+
+    Args:
+        segmenter: the model.
+        images: ``(Z, H, W)`` or ``(Z, H, W, 3)`` uint8, intensity-normalised: an
+            array, or anything with ``.shape`` and ``images[z]`` such as
+            :class:`~promptseg.intensity.NormalizedSlices`.
+        prompts: validated object prompts.
+        spacing_xy: in-plane pixel size ``(x, y)`` in mm (for the stop rule).
+        slice_thickness: slice spacing in mm (for the stop rule).
+        mode: ``"3d"`` (propagate / interpolate key slices) or ``"2d"`` (only
+            the prompted slices).
+        stop_rule: parameters of the automatic stop (default :class:`StopRule()`).
+        results: the :class:`ObjectResult` to fill, one per prompt (default: new ones).
+        embeddings: where slice embeddings come from (default: embedded on demand and
+            released as soon as this call no longer needs them).
+        directions: which ways to propagate from the prompted slice (``"up"``,
+            ``"down"``); the prompted slice itself is always segmented.
+        progress: show a progress bar of embedded slices.
+
+    Yields:
+        A :class:`ChainStep` per object and slice decided, in processing order: the
+        upward sweep (increasing z), then the downward one. When the generator is
+        closed early (cancelled), the directions still open are left without a stop.
+    """
+    if mode not in ("2d", "3d"):
+        raise ValueError(f"mode must be '2d' or '3d', got {mode!r}")
+    unknown = set(directions) - set(DIRECTIONS)
+    if unknown:
+        raise ValueError(f"directions must be 'up' and/or 'down', got {sorted(unknown)}")
+    rule = stop_rule or StopRule()
+    results = list(results) if results is not None else [ObjectResult(p) for p in prompts]
+    chains = [_Chain(p, r, mode, directions) for p, r in zip(prompts, results)]
+    depth = images.shape[0]
+    bar = tqdm(total=None, unit="slice", desc="segmenting", disable=not progress, leave=False)
+    own = embeddings is None
+    if own:
+        embeddings = SliceEmbeddings(segmenter, images, bar)
+    # slices below the highest seed may be visited again by the downward sweep
+    reuse_below = max((c.seed_z for c in chains if c.active["down"]), default=-1)
+    try:
+        for z in _upward(chains, depth):
+            needed = [(i, c) for i, c in enumerate(chains) if c.wants(z, "up")]
+            if needed:
+                emb = embeddings.get(z)
+                for i, chain in needed:
+                    stop = _step(segmenter, chain, z, "up", emb, images, spacing_xy, slice_thickness, rule)
+                    yield ChainStep(i, z, "up", chain.result, stop)
+            if z >= reuse_below:
+                embeddings.release(z)
+        for z in range(reuse_below - 1, -1, -1):
+            needed = [(i, c) for i, c in enumerate(chains) if c.wants(z, "down")]
+            if not needed:
+                if not any(c.active["down"] and c.seed_z > z for c in chains):
+                    break
+                embeddings.release(z)
+                continue
+            emb = embeddings.get(z)
+            for i, chain in needed:
+                stop = _step(segmenter, chain, z, "down", emb, images, spacing_xy, slice_thickness, rule)
+                yield ChainStep(i, z, "down", chain.result, stop)
+            embeddings.release(z)
+        for chain in chains:
+            for direction, active in chain.active.items():
+                if active and direction not in chain.result.stops and mode == "3d" and not chain.prompt.is_key_slices:
+                    chain.result.stops[direction] = Stop(StopReason.END_OF_VOLUME)
+    finally:
+        bar.close()
+
+
+def propagate(
+    segmenter: Segmenter,
+    images: np.ndarray,
+    prompts: Sequence[ObjectPrompt],
+    progress: bool = False,
+    **options,
+) -> tuple[list[ObjectResult], list[int]]:
+    """Segment every object of ``prompts`` in ``images``: :func:`iter_chain` run to the end.
+
+    Args:
+        segmenter, images, prompts, progress: as :func:`iter_chain`.
+        **options: ``spacing_xy``, ``slice_thickness``, ``mode``, ``stop_rule``, ``directions``
+            of :func:`iter_chain`.
+
+    Returns:
+        One :class:`ObjectResult` per prompt (same order) and the list of slices
+        that were embedded, in order (each appears once).
+    """
+    results = [ObjectResult(p) for p in prompts]
+    bar = tqdm(total=None, unit="slice", desc="segmenting", disable=not progress, leave=False)
+    embeddings = SliceEmbeddings(segmenter, images, bar)
+    try:
+        for _ in iter_chain(segmenter, images, prompts, results=results, embeddings=embeddings, **options):
+            pass
+    finally:
+        bar.close()
+    return results, embeddings.encoded
+
+
+def _upward(chains: list[_Chain], depth: int) -> Iterator[int]:
+    z = min(min(c.prompt.slices) for c in chains)
+    while z < depth:
+        yield z
+        pending = any(
+            c.seed_z > z
+            or (c.key_boxes is not None and max(c.prompt.slices) > z)
+            or (c.active["up"] and c.mode == "3d" and c.key_boxes is None)
+            for c in chains
+        )
+        if not pending:
+            return
+        z += 1
+
+
+def _step(
+    segmenter: Segmenter,
+    chain: _Chain,
+    z: int,
+    direction: str,
+    emb: Embedding,
+    images: np.ndarray,
+    spacing_xy: tuple[float, float],
+    thickness: float,
+    rule: StopRule,
+) -> Optional[Stop]:
+    """Decide slice ``z`` for one object; return the :class:`Stop` when this ended a direction."""
+    prompt, result = chain.prompt, chain.result
+    if chain.key_boxes is not None:
+        _record(chain, z, segmenter.decode(emb, box=chain.key_boxes[z]))
+        return None
+    if z == chain.seed_z:
+        sp = prompt.slices[z]
+        coords, labels = sp.point_arrays()
+        pred = segmenter.decode(emb, box=sp.box, points=coords, point_labels=labels)
+        mask = _record(chain, z, pred)
+        chain.seed_box = sp.box if sp.box is not None else (box_from_mask(mask) if mask.any() else None)
+        if not mask.any():
+            if prompt.z_range is None:
+                stop = Stop(StopReason.NOTHING_ON_PROMPTED_SLICE)
+                chain.active = {"up": False, "down": False}
+                result.stops = {"up": stop, "down": stop}
+                return stop
+            return None
+        chain.appearance = Appearance.learn(images[z], mask, chain.seed_box)
+        chain.radius_mm = object_radius_mm(chain.seed_box, spacing_xy)
+        return None
+    step = 1 if direction == "up" else -1
+    previous = chain.masks.get(z - step)
+    if previous is not None and previous.any():
+        box = segmenter.box_from_mask(previous)
+    elif prompt.z_range is not None and chain.seed_box is not None:
+        # inside a given z-range an empty slice does not end the object: re-use the
+        # prompted box, as LiteMedSAM's challenge inference does
+        box = chain.seed_box
+    else:
+        chain.active[direction] = False
+        result.stops[direction] = Stop(StopReason.PREVIOUS_SLICE_EMPTY)
+        return result.stops[direction]
+    pred = segmenter.decode(emb, box=box)
+    mask = pred.mask
+    if prompt.z_range is None:
+        distance = abs(z - chain.seed_z) * thickness - thickness / 2
+        check = check_slice(rule, images[z], mask, previous, chain.appearance, distance, chain.radius_mm)
+        result.checks[z] = check
+        if not check.keep:
+            chain.active[direction] = False
+            result.stops[direction] = Stop(check.reason, z, check.text)
+            return result.stops[direction]
+    _record(chain, z, pred)
+    return None
+
+
+def _record(chain: _Chain, z: int, pred: Prediction) -> np.ndarray:
+    mask = pred.mask
+    chain.masks[z] = mask
+    if mask.any():
+        chain.result.logits[z] = half_logits(pred.logits)
+        chain.result.scores[z] = pred.score
+    return mask

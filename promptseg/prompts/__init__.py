@@ -1,0 +1,58 @@
+"""Prompts: boxes, +/- points, lines and key-slice boxes, in voxel indices.
+
+- :mod:`.model` -- :class:`ObjectPrompt` and its parts, :func:`make_object`, checks
+  against an image, conversions (line -> box, mask -> box, key-box interpolation);
+- :mod:`.parse` -- text forms (``"x0,y0,x1,y1"``, ``"Z:x0,y0,x1,y1"``) and the rules for
+  which prompt options combine (:func:`objects_from_options`);
+- :mod:`.file` -- the JSON prompt file.
+"""
+
+from .file import load_prompt_file, parse_prompt_document, prompt_to_dict
+from .model import (
+    Box,
+    ObjectPrompt,
+    Point,
+    SlicePrompt,
+    box_from_mask,
+    check_box_order,
+    check_unique_labels,
+    clip_box,
+    interpolate_key_boxes,
+    line_to_box,
+    make_object,
+    validate,
+)
+from .parse import (
+    objects_from_options,
+    parse_box,
+    parse_box3d,
+    parse_key_box,
+    parse_line,
+    parse_point,
+    parse_range,
+)
+
+__all__ = [
+    "Box",
+    "ObjectPrompt",
+    "Point",
+    "SlicePrompt",
+    "box_from_mask",
+    "check_box_order",
+    "check_unique_labels",
+    "clip_box",
+    "interpolate_key_boxes",
+    "line_to_box",
+    "load_prompt_file",
+    "make_object",
+    "objects_from_options",
+    "parse_box",
+    "parse_box3d",
+    "parse_key_box",
+    "parse_line",
+    "parse_point",
+    "parse_prompt_document",
+    "parse_range",
+    "prompt_to_dict",
+    "validate",
+]

@@ -1,0 +1,111 @@
+"""The JSON prompt file (``--prompts FILE.json``, documented in ``docs/prompts.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import PromptError
+from .model import ObjectPrompt, Point, check_unique_labels, make_object
+
+class _ObjectModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: int = Field(default=0, ge=0, le=65535)
+    name: Optional[str] = None
+    slice: Optional[int] = Field(default=None, ge=0)
+    box: Optional[list[float]] = None
+    points: list[list[float]] = Field(default_factory=list)
+    line: Optional[list[float]] = None
+    box3d: Optional[list[float]] = None
+    key_slices: Optional[dict[int, list[float]]] = None
+    z_range: Optional[list[int]] = None
+
+    @field_validator("box", "line")
+    @classmethod
+    def _four(cls, v):
+        if v is not None and len(v) != 4:
+            raise ValueError("needs 4 numbers x0,y0,x1,y1")
+        return v
+
+    @field_validator("points")
+    @classmethod
+    def _pts(cls, v):
+        for p in v:
+            if len(p) not in (2, 3) or (len(p) == 3 and p[2] not in (0, 1)):
+                raise ValueError("each point is [x, y] or [x, y, 1|0]")
+        return v
+
+    @field_validator("z_range")
+    @classmethod
+    def _rng(cls, v):
+        if v is not None and len(v) != 2:
+            raise ValueError("needs 2 slice indices [z0, z1]")
+        return v
+
+
+class _PromptFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    objects: list[_ObjectModel] = Field(min_length=1)
+
+
+def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = None, source: str = "prompts") -> list[ObjectPrompt]:
+    """Validate a decoded JSON prompt document and build its objects.
+
+    Objects without a ``label`` get the smallest label values not used by
+    another object, in file order.
+    """
+    try:
+        parsed = _PromptFile.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise PromptError(f"{source}: {where}: {err['msg']}") from None
+    taken = {obj.label for obj in parsed.objects if obj.label}
+    free = (v for v in range(1, 65536) if v not in taken)
+    objects = []
+    for i, obj in enumerate(parsed.objects):
+        label = obj.label or next(free)
+        points = tuple(Point(p[0], p[1], len(p) == 2 or p[2] == 1) for p in obj.points)
+        try:
+            objects.append(
+                make_object(
+                    slice=obj.slice, box=obj.box, points=points, line=obj.line, box3d=obj.box3d,
+                    key_boxes=obj.key_slices, z_range=obj.z_range, label=label, name=obj.name,
+                    image_shape=image_shape,
+                )
+            )
+        except PromptError as exc:
+            raise PromptError(f"{source}: objects.{i}: {exc}") from None
+    check_unique_labels(objects)
+    return objects
+
+
+def load_prompt_file(path: str | Path, image_shape: Optional[tuple[int, int]] = None) -> list[ObjectPrompt]:
+    """Read a JSON prompt file (see ``docs/prompts.md``)."""
+    from ..io.jsonfile import read_json
+
+    doc = read_json(path, "prompt file", PromptError)
+    return parse_prompt_document(doc, image_shape=image_shape, source=str(path))
+
+
+def prompt_to_dict(prompt: ObjectPrompt) -> dict:
+    """The JSON form of an object prompt (what :func:`parse_prompt_document` reads back)."""
+    out: dict = {"label": prompt.label}
+    if prompt.name:
+        out["name"] = prompt.name
+    if prompt.is_key_slices:
+        out["key_slices"] = {str(z): list(sp.box) for z, sp in sorted(prompt.slices.items())}
+        return out
+    (z, sp), = prompt.slices.items()
+    out["slice"] = z
+    if sp.box is not None:
+        out["box"] = [float(v) for v in sp.box]
+    if sp.points:
+        out["points"] = [[p.x, p.y, int(p.positive)] for p in sp.points]
+    if prompt.z_range is not None:
+        out["z_range"] = list(prompt.z_range)
+    return out
