@@ -36,7 +36,7 @@ _EXPORTS = {
     "dice": "promptseg.segmentation",
     "SegmentationResult": "promptseg.segmentation",
     "StopRule": "promptseg.stop_rule",
-    "save_overlay": "promptseg.overlay",
+    "save_overlay": "promptseg.reporting.overlay",
     "PromptsegError": "promptseg.errors",
 }
 

@@ -10,7 +10,7 @@ import pytest
 import promptseg
 from promptseg.cli import main
 from promptseg.evaluation import benchmark as B
-from promptseg.evaluation.datasets import load_dataset
+from promptseg.datasets.layouts import load_dataset
 from promptseg.evaluation.simulate import simulate_prompts
 from promptseg.io import load_labels, load_volume, save_mask, save_volume
 from promptseg.prompts import load_prompt_file
@@ -356,7 +356,7 @@ def test_real_cases_metrics_are_the_dice_promptseg_segment_gives_for_the_recorde
 
 @pytest.mark.slow
 def test_real_run_makes_a_report(real_run, tmp_path):
-    from promptseg.evaluation.report import build_report
+    from promptseg.reporting.report import build_report
 
     out, _ = real_run
     page = build_report([out], tmp_path / "report", best_worst=1).read_text()

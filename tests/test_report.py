@@ -23,8 +23,8 @@ from scipy import ndimage
 from datafiles import image as case_image, label as case_label
 from promptseg.cli import main
 from promptseg.errors import PromptsegError
-from promptseg.evaluation import figures as fig
-from promptseg.evaluation.report import build_report, load_run, read_metrics, select_best_worst
+from promptseg.reporting import figures as fig
+from promptseg.reporting.report import build_report, load_run, read_metrics, select_best_worst
 from promptseg.io import load_labels, load_volume, save_mask
 
 COLUMNS = ["dataset", "model", "case", "label", "label_name", "prompt_mode", "setting", "sweep_param",
@@ -429,7 +429,7 @@ def test_cli(runs, tmp_path, capsys):
 
 
 def test_load_split_reads_promptseg_split_files(tmp_path):
-    from promptseg.training.split import split_cases, write_split
+    from promptseg.datasets.splits import split_cases, write_split
 
     path = write_split(split_cases(["a", "b", "c", "d", "e"], seed=1), tmp_path / "split.json")
     sets = json.loads(path.read_text(encoding="utf-8"))

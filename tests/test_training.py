@@ -15,7 +15,7 @@ from promptseg.errors import PromptsegError
 from promptseg.io import save_mask, save_volume
 from promptseg.training.config import ConfigError, load_config
 from promptseg.training.prepare import PrepareSettings, clean_labels, load_case, prepare, read_manifest, select_labels
-from promptseg.training.split import read_split, split_cases, write_split
+from promptseg.datasets.splits import read_split, split_cases, write_split
 from promptseg.volume import Volume
 
 from datafiles import REPO, image, label

@@ -90,7 +90,7 @@ def run(args) -> int:
         run_benchmark,
         sweep_settings,
     )
-    from ..evaluation.datasets import load_dataset
+    from ..datasets.layouts import load_dataset
     from ..models import build_segmenter
 
     sweep = canonical_sweep(args.sweep)

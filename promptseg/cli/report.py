@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import PromptsegError
-    from ..evaluation.report import build_report
+    from ..reporting.report import build_report
 
     if args.best_worst < 0:
         raise PromptsegError(f"--best-worst must be >= 0, got {args.best_worst}")

@@ -156,7 +156,7 @@ def run(args) -> int:
     from ..io import load_labels
     from ..models import build_segmenter
     from ..models.registry import MODELS
-    from ..overlay import save_overlay
+    from ..reporting.overlay import save_overlay
     from ..prompts import validate
     from ..segmentation import dice, segment
     from ..stop_rule import StopRule

@@ -1,6 +1,6 @@
 """Benchmark a model on a labelled dataset with simulated prompts: resumable, seeded, with prompt sweeps.
 
-:func:`run_benchmark` takes every case of a :class:`~promptseg.evaluation.datasets.Dataset`,
+:func:`run_benchmark` takes every case of a :class:`~promptseg.datasets.layouts.Dataset`,
 simulates one prompt per reference label (:mod:`promptseg.evaluation.simulate`),
 segments with :func:`promptseg.segment`, measures the prediction against the
 reference (:func:`promptseg.evaluation.metrics.case_metrics`) and writes a run
@@ -55,7 +55,7 @@ from ..models.base import Segmenter
 from ..prompts import ObjectPrompt, prompt_to_dict
 from ..propagation import ObjectResult, compose_labels
 from ..segmentation import segment
-from .datasets import Case, Dataset, load_dataset
+from ..datasets.layouts import Case, Dataset, load_dataset
 from .simulate import NEGATIVE_BAND_PX, PROMPT_MODES, simulate_prompts
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from .config import TrainConfig
 from .embedding_cache import EmbeddingCache
 from .prepare import read_manifest
 from .samples import TrainingSamples, collate
-from .split import read_split
+from ..datasets.splits import read_split
 from .trainable import apply_trainable, base_network, frozen_parts, inference_state_dict
 
 log = logging.getLogger(__name__)

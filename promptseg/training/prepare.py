@@ -157,7 +157,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
     """Prepare a labelled dataset for training.
 
     Args:
-        dataset_path: any layout :func:`promptseg.evaluation.datasets.load_dataset` reads.
+        dataset_path: any layout :func:`promptseg.datasets.layouts.load_dataset` reads.
         out_dir: output folder (created; an existing prepared folder is overwritten case by case).
         model: backend whose input size and resampling the samples follow.
         settings: see :class:`PrepareSettings`.
@@ -167,7 +167,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
     Returns:
         ``out_dir``.
     """
-    from ..evaluation.datasets import load_dataset
+    from ..datasets.layouts import load_dataset
     from ..models.registry import build_preprocessing
 
     settings = settings or PrepareSettings()

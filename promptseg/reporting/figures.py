@@ -82,7 +82,7 @@ def _save(fig, path) -> Path:
 def to_float(value) -> float:
     """A metric cell as float: numbers unchanged, ``""``/None/``nan`` -> nan, ``inf`` -> inf.
 
-    Unparseable text is treated as missing (nan); :func:`promptseg.evaluation.report.read_metrics`
+    Unparseable text is treated as missing (nan); :func:`promptseg.reporting.report.read_metrics`
     rejects it earlier with the file and line.
     """
     if value is None:
@@ -498,7 +498,7 @@ def case_montage(image_path, label_path, prediction_path, path, title: Optional[
 
     The image is normalised as the models see it (:class:`promptseg.intensity.NormalizedSlices`,
     CT soft-tissue window / MR percentiles unless ``modality`` / ``window`` say
-    otherwise) and drawn with :func:`promptseg.overlay.save_overlay`: the
+    otherwise) and drawn with :func:`promptseg.reporting.overlay.save_overlay`: the
     prediction as a coloured fill with contour, the reference as a white dotted
     contour, zoomed on both (a prediction far from the reference stays in view).
 
@@ -516,7 +516,7 @@ def case_montage(image_path, label_path, prediction_path, path, title: Optional[
     """
     from ..intensity import NormalizedSlices
     from ..io import load_labels, load_volume
-    from ..overlay import crop_window, save_overlay
+    from .overlay import crop_window, save_overlay
 
     volume = load_volume(image_path)
     reference = load_labels(label_path, reference=volume).array
@@ -594,7 +594,7 @@ def load_split(path) -> dict[str, str]:
         raise PromptsegError(f"split file {path} is not valid JSON: {error.msg} (line {error.lineno})") from None
     if isinstance(data, dict) and data.get("unit") == "case":
         # promptseg's own split file (promptseg split): read it the way training does
-        from ..training.split import read_split
+        from ..datasets.splits import read_split
 
         sets = read_split(path, fold=0 if "folds" in data else None)
         return {_case_key(case): name for name, cases in sets.items() for case in cases}

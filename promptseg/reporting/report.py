@@ -378,7 +378,7 @@ def collect_datasets(runs: Sequence[Run], progress: bool = False) -> tuple[list[
     used instead and a note says so.
 
     Returns:
-        (datasets, notes): one :class:`~promptseg.evaluation.figures.DatasetInfo` per
+        (datasets, notes): one :class:`~promptseg.reporting.figures.DatasetInfo` per
         dataset name in order of first appearance, and human-readable notes.
     """
     from tqdm import tqdm
@@ -529,7 +529,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
         run_dirs: benchmark run folders (``run.json`` + ``metrics.csv``).
         out_dir: report folder, created if needed (may be inside a run folder).
         best_worst: montages of the N best and N worst cases per run; 0 = none.
-        split: a split file (see :func:`promptseg.evaluation.figures.load_split`) or
+        split: a split file (see :func:`promptseg.reporting.figures.load_split`) or
             a ``{case: set}`` mapping.
         html: also write ``report.html``.
         progress: progress bars on stderr while reading labels and drawing montages.
