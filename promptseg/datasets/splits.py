@@ -15,7 +15,6 @@ least one case each; training keeps the rest.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import PromptsegError
-from ..io.atomic import atomic_path
+from ..io.jsonfile import write_json
 
 
 def split_cases(cases: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
@@ -69,10 +68,8 @@ def _count(fraction: float, n: int) -> int:
 
 
 def write_split(split: dict, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(split, indent=2), encoding="utf-8")
-    return path
+    """Write a split (as :func:`split_cases` returns it) as JSON, atomically; returns the path."""
+    return write_json(path, split)
 
 
 def read_split(path: str | Path, fold: Optional[int] = None) -> dict[str, list[str]]:

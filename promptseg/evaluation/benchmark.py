@@ -51,6 +51,7 @@ import numpy as np
 
 from ..errors import PromptsegError
 from ..io import atomic_path, load_labels, load_volume, save_mask
+from ..io.jsonfile import json_ready, write_json
 from ..models.base import Segmenter
 from ..prompts import ObjectPrompt, prompt_to_dict
 from ..propagation import ObjectResult, compose_labels
@@ -269,17 +270,6 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _json(value) -> str:
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"cannot write {type(o).__name__} to JSON")
-
-    return json.dumps(value, indent=2, default=default) + "\n"
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -346,7 +336,7 @@ def _prepare_run_dir(out: Path, config: dict, overwrite: bool) -> dict:
             old = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise BenchmarkError(f"{run_file}: cannot read ({exc}); use --overwrite to start over") from None
-        normalised = json.loads(_json(config))
+        normalised = json_ready(config)
         difference = _first_difference(old, normalised)
         if difference:
             raise BenchmarkError(
@@ -359,12 +349,12 @@ def _prepare_run_dir(out: Path, config: dict, overwrite: bool) -> dict:
         doc = dict(old)
         doc["finished"] = None
         doc.setdefault("resumed", []).append(_now())
-        _write_text(run_file, _json(doc))
+        write_json(run_file, doc)
         return doc
     elif out.is_dir() and any(p for p in out.iterdir() if p.name in _RUN_FILES + _RUN_FOLDERS):
         raise BenchmarkError(f"{out} holds benchmark files but no run.json; use --overwrite to start over")
     doc = dict(config, started=_now(), finished=None)
-    _write_text(run_file, _json(doc))
+    write_json(run_file, doc)
     return doc
 
 
@@ -586,9 +576,9 @@ def run_benchmark(
 
     order = {s.name: i for i, s in enumerate(settings)}
     summary = sorted(summarize(rows, by=("setting", "label")), key=lambda e: order.get(e["setting"], len(order)))
-    _write_text(out / "summary.json", _json(summary))
+    write_json(out / "summary.json", summary)
     doc["finished"] = _now()
-    _write_text(out / "run.json", _json(doc))
+    write_json(out / "run.json", doc)
     return out
 
 
@@ -630,7 +620,7 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
     pred_path = setting.path(out, "predictions", case.case_id, ".nii.gz")
     prompt_path = setting.path(out, "prompts", case.case_id, ".json")
     save_mask(prediction, pred_path, reference=volume)
-    _write_text(prompt_path, _json({"objects": [prompt_to_dict(p) for p in prompts]}))
+    write_json(prompt_path, {"objects": [prompt_to_dict(p) for p in prompts]})
 
     rows = []
     if present:
@@ -654,5 +644,6 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
         "prediction": str(pred_path.relative_to(out)), "prompts": str(prompt_path.relative_to(out)),
         "finished": _now(), "rows": rows,
     }
-    _write_text(setting.path(out, "units", case.case_id, ".json"), _json(record))
+    # an infinite HD95 is kept as "inf" so that a resumed run writes the same metrics.csv
+    write_json(setting.path(out, "units", case.case_id, ".json"), record, nonfinite_as_text=True)
     return record

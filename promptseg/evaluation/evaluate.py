@@ -29,7 +29,6 @@ as 2D images: boundaries are contours and NSD is a share of contour length.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from ..errors import GeometryError, ImageReadError
 from ..io import SUPPORTED_IMAGE_SUFFIXES, atomic_path, load_labels
 from ..io.common import format_suffix
+from ..io.jsonfile import write_json
 from ..io.readers import grid_differences
 from ..volume import Volume
 from .metrics import EvaluationError, case_metrics, check_labels, check_tolerance, surface_backend
@@ -305,27 +305,8 @@ def read_metrics_csv(path) -> list[dict]:
     return rows
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_summary_json(summary, path) -> Path:
     """Write a summary (the output of :func:`~promptseg.evaluation.summary.summarize`, or a
     dict holding it) as indented JSON, atomically. Non-finite numbers become ``null``.
     Returns the path written."""
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(summary), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-    return path
+    return write_json(path, summary)

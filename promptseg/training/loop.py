@@ -389,15 +389,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
 
 def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, world: int) -> None:
     """Gather every rank's weight digest; rank 0 writes them to ``ddp_ranks.json`` (they must be equal)."""
-    import json
-
+    from ..io.jsonfile import write_json
     from .embedding_cache import module_digest
 
     digests: list = [None] * world
     torch.distributed.all_gather_object(digests, module_digest(base_network(model), length=64))
     if rank == 0:
-        with atomic_path(run_dir / "ddp_ranks.json") as tmp:
-            Path(tmp).write_text(json.dumps({"world_size": world, "weight_digests": digests}, indent=2), encoding="utf-8")
+        write_json(run_dir / "ddp_ranks.json", {"world_size": world, "weight_digests": digests})
         if len(set(digests)) != 1:
             raise PromptsegError(f"DDP ranks ended with different weights: {digests}")
 
