@@ -24,7 +24,8 @@ from datafiles import image as case_image, label as case_label
 from promptseg.cli import main
 from promptseg.errors import PromptsegError
 from promptseg.reporting import figures as fig
-from promptseg.reporting.report import build_report, load_run, read_metrics, select_best_worst
+from promptseg.datasets.metrics_table import read_metrics
+from promptseg.reporting.report import build_report, load_run, select_best_worst
 from promptseg.io import load_labels, load_volume, save_mask
 
 COLUMNS = ["dataset", "model", "case", "label", "label_name", "prompt_mode", "setting", "sweep_param",

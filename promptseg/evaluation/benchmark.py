@@ -8,7 +8,7 @@ folder::
 
     RUN_DIR/
       run.json                  settings, cases, label names, start / finish times
-      metrics.csv               one row per (case, label, setting) -- see COLUMNS
+      metrics.csv               one row per (case, label, setting): promptseg.datasets.metrics_table
       prompts/<case>.json       the exact prompts, in promptseg's prompt-file format
       predictions/<case>.nii.gz the label map on the reference image's grid
       units/<case>.json         the completion record of each (case, setting) unit
@@ -35,8 +35,6 @@ change the prompt (``aggregate``, ``input_size``) use exactly the same prompts.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -56,21 +54,12 @@ from ..models.base import Segmenter
 from ..prompts import ObjectPrompt, prompt_to_dict
 from ..propagation import ObjectResult, compose_labels
 from ..segmentation import segment
+from ..datasets.metrics_table import COLUMNS, write_metrics
 from ..datasets.layouts import Case, Dataset, load_dataset
 from .simulate import NEGATIVE_BAND_PX, PROMPT_MODES, simulate_prompts
 
 log = logging.getLogger(__name__)
 
-#: metrics.csv columns, in order (the report reads these)
-COLUMNS = (
-    "dataset", "model", "case", "label", "label_name", "prompt_mode", "setting", "sweep_param", "sweep_value",
-    "dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm", "seconds",
-)
-#: further metrics.csv columns, after :data:`COLUMNS`
-EXTRA_COLUMNS = ("phases", "encoded_slices", "seed")
-#: numeric columns (:func:`read_metrics` converts them)
-NUMERIC_COLUMNS = ("label", "dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm", "seconds", "phases",
-                   "encoded_slices", "seed")
 #: the sweeps and their default values
 SWEEPS: dict[str, list] = {
     "points": [1, 5, 10, 20],
@@ -272,39 +261,6 @@ def _write_text(path: Path, text: str) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _csv_text(rows: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS + EXTRA_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
-def read_metrics(path) -> list[dict]:
-    """Rows of a ``metrics.csv`` (a run folder or the file), numeric columns as numbers.
-
-    ``label``, ``phases``, ``encoded_slices`` and ``seed`` become ints, the metric
-    columns floats (``inf`` / ``nan`` included); empty cells become None.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.csv"
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in NUMERIC_COLUMNS:
-            if key in row:
-                text = row[key]
-                if text in ("", None):
-                    row[key] = None
-                elif key in ("label", "phases", "encoded_slices", "seed"):
-                    row[key] = int(text)
-                else:
-                    row[key] = float(text)
-    return rows
 
 
 def _clear_run(out: Path) -> None:
@@ -560,13 +516,13 @@ def run_benchmark(
                 record = _run_unit(out, data, setting, seed, labels, names, tolerance_mm, model_for(setting),
                                    stop_rule, phase_cache, case_metrics, dataset.name, model_name)
                 records[key] = record
-                _write_text(out / "metrics.csv", _csv_text(all_rows()))
+                write_metrics(all_rows(), out / "metrics.csv", COLUMNS)
                 bar.update(1)
     finally:
         bar.close()
 
     rows = all_rows()
-    _write_text(out / "metrics.csv", _csv_text(rows))
+    write_metrics(rows, out / "metrics.csv", COLUMNS)
     if not rows:
         raise BenchmarkError(
             "no reference label to benchmark: "

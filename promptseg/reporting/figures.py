@@ -33,6 +33,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..datasets.metrics_table import metric_value
 from ..errors import PromptsegError
 
 #: display names and units of the metrics the figures know
@@ -79,25 +80,6 @@ def _save(fig, path) -> Path:
     return path
 
 
-def to_float(value) -> float:
-    """A metric cell as float: numbers unchanged, ``""``/None/``nan`` -> nan, ``inf`` -> inf.
-
-    Unparseable text is treated as missing (nan); :func:`promptseg.reporting.report.read_metrics`
-    rejects it earlier with the file and line.
-    """
-    if value is None:
-        return math.nan
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    text = str(value).strip()
-    if not text:
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
 def _text(row: Mapping, key: str) -> str:
     value = row.get(key)
     return "" if value is None else str(value)
@@ -111,7 +93,7 @@ def label_display(row: Mapping) -> str:
 
 
 def _values(rows: Iterable[Mapping], metric: str, finite_only: bool = False) -> np.ndarray:
-    out = np.array([to_float(r.get(metric)) for r in rows], dtype=float)
+    out = np.array([metric_value(r.get(metric)) for r in rows], dtype=float)
     out = out[~np.isnan(out)]
     return out[np.isfinite(out)] if finite_only else out
 
@@ -148,7 +130,7 @@ def _colour(i: int) -> str:
 
 
 def _need(rows: Sequence[Mapping], metric: str, what: str) -> None:
-    if not any(not math.isnan(to_float(r.get(metric))) for r in rows):
+    if not any(not math.isnan(metric_value(r.get(metric))) for r in rows):
         raise PromptsegError(f"{what}: no {METRIC_LABELS.get(metric, metric)} values to plot")
 
 
@@ -370,7 +352,7 @@ def sweep_series(rows: Sequence[Mapping], metric: str = "dice", line: str = "mod
         for r in members:
             by_x.setdefault(_sweep_value_text(r.get("sweep_value")), []).append(r)
         xs = list(by_x)
-        numeric = all(not math.isnan(to_float(x)) for x in xs)
+        numeric = all(not math.isnan(metric_value(x)) for x in xs)
         if numeric:
             xs.sort(key=float)
         med, q1, q3, n = [], [], [], []
