@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import PromptsegError
 from ..datasets.metrics_table import metric_value, read_metrics
+from ..datasets.splits import read_folds
 from . import figures as fig
 
 log = logging.getLogger(__name__)
@@ -449,6 +450,13 @@ class _Page:
                 f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def _case_sets(split) -> Optional[dict[str, str]]:
+    """``{case id: set name}`` from a split file (its first fold) or a mapping; None without a split."""
+    if isinstance(split, (str, Path)):
+        return {case: name for name, cases in read_folds(split)[0].items() for case in cases}
+    return dict(split) if split else None
+
+
 def _write_text(path: Path, text: str) -> Path:
     from ..io.atomic import atomic_path
 
@@ -478,8 +486,8 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
         run_dirs: benchmark run folders (``run.json`` + ``metrics.csv``).
         out_dir: report folder, created if needed (may be inside a run folder).
         best_worst: montages of the N best and N worst cases per run; 0 = none.
-        split: a split file (see :func:`promptseg.reporting.figures.load_split`) or
-            a ``{case: set}`` mapping.
+        split: a split file (any form :func:`promptseg.datasets.splits.read_folds` reads;
+            of a file with several folds, the first is shown) or a ``{case: set}`` mapping.
         html: also write ``report.html``.
         progress: progress bars on stderr while reading labels and drawing montages.
         max_slices: slices per montage.
@@ -504,7 +512,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
     for d in run_dirs:
         unique.setdefault(Path(d).resolve(), Path(d))
     runs = [load_run(d) for d in unique.values()]
-    split_map = fig.load_split(split) if isinstance(split, (str, Path)) else (dict(split) if split else None)
+    split_map = _case_sets(split)
     _assign_ids(runs)
     _assign_configs(runs)
     out_dir = Path(out_dir)
