@@ -50,8 +50,6 @@ CASE_COLUMNS = ("case", "label", "dice", "nsd", "hd95", "pred_ml", "ref_ml", "to
 INT_COLUMNS = ("label", "phases", "encoded_slices", "seed")
 #: columns read as floats (an empty cell -> nan, ``inf`` -> inf)
 FLOAT_COLUMNS = ("dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm", "seconds")
-#: all numeric columns
-NUMERIC_COLUMNS = INT_COLUMNS + FLOAT_COLUMNS
 #: columns a table cannot do without
 REQUIRED_COLUMNS = ("case", "dice")
 _WHOLE = re.compile(r"-?\d+")
