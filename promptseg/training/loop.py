@@ -51,12 +51,25 @@ CSV_FIELDS = ["epoch", "step", "train_loss", "val_dice", "lr", "seconds"]
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        run_dir: the run folder (checkpoints, metrics.csv, config.yaml).
+        best_val_dice: the best validation Dice (nan without validation cases).
+        best_epoch: the epoch (0-based) that reached it.
+        epochs_run: epochs trained, counting those of a resumed run.
+        history: one row per epoch (epoch, step, train_loss, val_dice, lr, seconds).
+        encoded_for_cache: slices encoded into the embedding cache before the first epoch.
+        train_samples: samples in one training epoch (all ranks together).
+    """
+
     run_dir: Path
     best_val_dice: float
     best_epoch: int
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     encoded_for_cache: int = 0
+    train_samples: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -384,7 +397,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         payload = torch.load(latest, map_location="cpu", weights_only=True)
         payload.pop("train_state", None)
         _save(run_dir / "best.pt", payload)
-    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded)
+    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded, len(train_set))
 
 
 def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, world: int) -> None:
