@@ -48,7 +48,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import PromptsegError
-from ..io import atomic_path, load_labels, load_volume, save_mask
+from ..io import load_labels, load_volume, save_mask
 from ..io.jsonfile import json_ready, write_json
 from ..models.base import Segmenter
 from ..prompts import ObjectPrompt, prompt_to_dict
@@ -254,11 +254,6 @@ def aggregate_labels(
 # ---------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
