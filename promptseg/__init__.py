@@ -38,7 +38,7 @@ _EXPORTS = {
     "StopRule": "promptseg.inference",
     "Stop": "promptseg.stops",
     "StopReason": "promptseg.stops",
-    "save_overlay": "promptseg.overlay",
+    "save_overlay": "promptseg.reporting.overlay",
     "PromptsegError": "promptseg.errors",
 }
 

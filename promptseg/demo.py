@@ -33,7 +33,7 @@ class DemoResult:
 def run_demo(output_dir: str | Path = "demo_output", segmenter=None, progress: bool = True) -> DemoResult:
     """Run the demo; returns the Dice and where the outputs went."""
     from .io import load_labels, load_volume
-    from .overlay import save_overlay
+    from .reporting.overlay import save_overlay
     from .prompts import box_from_mask, make_object
     from .evaluation.metrics import dice
     from .inference import segment

@@ -10,7 +10,8 @@ import pytest
 import promptseg
 from promptseg.cli import main
 from promptseg.evaluation import benchmark as B
-from promptseg.evaluation.datasets import load_dataset
+from promptseg.datasets.layouts import load_dataset
+from promptseg.datasets.metrics_table import COLUMNS, read_metrics
 from promptseg.evaluation.simulate import simulate_prompts
 from promptseg.io import load_labels, load_volume, save_mask, save_volume
 from promptseg.models import Capability
@@ -98,7 +99,7 @@ def test_run_folder_holds_settings_rows_prompts_predictions_and_summary(dataset,
     assert run["started"] and run["finished"] and run["promptseg_version"] == promptseg.__version__
 
     rows = csv_rows(out / "metrics.csv")
-    assert list(rows[0]) == list(B.COLUMNS + B.EXTRA_COLUMNS)
+    assert list(rows[0]) == list(COLUMNS)
     assert [(r["case"], r["label"], r["label_name"]) for r in rows] == [
         (c, lab, name) for c in ("c0", "c1", "c2") for lab, name in (("1", "organ"), ("2", "lesion"))]
     assert {r["setting"] for r in rows} == {""} and {r["prompt_mode"] for r in rows} == {"box-mid"}
@@ -115,13 +116,13 @@ def test_run_folder_holds_settings_rows_prompts_predictions_and_summary(dataset,
     summary = json.loads((out / "summary.json").read_text())
     assert [(s["setting"], s["label"], s["n"]) for s in summary] == [("", 1, 3), ("", 2, 3)]
     assert summary[0]["dice"]["mean"] == 1.0
-    assert B.read_metrics(out)[0]["dice"] == 1.0
+    assert read_metrics(out)[0]["dice"] == 1.0
 
 
 def test_jitter_sweep_writes_one_folder_per_setting_in_sweep_order(dataset, tmp_path):
     out = B.run_benchmark(dataset, ThresholdSegmenter(), tmp_path / "run", sweep="jitter",
                           sweep_values=[0, 3, 12], labels=[2], progress=False)
-    rows = B.read_metrics(out)
+    rows = read_metrics(out)
     assert [(r["case"], r["setting"], r["sweep_param"], r["sweep_value"]) for r in rows] == [
         (c, f"jitter_px={v}", "jitter_px", str(v)) for c in ("c0", "c1", "c2") for v in (0, 3, 12)]
     assert {r["label"] for r in rows} == {2}
@@ -141,7 +142,7 @@ def test_jitter_sweep_writes_one_folder_per_setting_in_sweep_order(dataset, tmp_
 def test_points_sweep_records_the_clicks_it_used(dataset, tmp_path):
     out = B.run_benchmark(dataset, ThresholdSegmenter(), tmp_path / "run", sweep="points", sweep_values=[1, 4],
                           limit=1, progress=False)
-    rows = B.read_metrics(out)
+    rows = read_metrics(out)
     assert [(r["setting"], r["prompt_mode"]) for r in rows] == [("points=1", "points")] * 2 + [("points=4", "points")] * 2
     for n in (1, 4):
         prompts = load_prompt_file(out / "prompts" / f"points={n}" / "c0.json")
@@ -172,7 +173,7 @@ def test_input_size_sweep_only_for_backends_that_allow_it(dataset, tmp_path):
     out = B.run_benchmark(dataset, SizedFake(), tmp_path / "run2", sweep="input_size", sweep_values=[128, 512],
                           limit=1, progress=False)
     assert SizedFake.made == [128, 512]
-    assert [r["setting"] for r in B.read_metrics(out)] == ["input_size=128"] * 2 + ["input_size=512"] * 2
+    assert [r["setting"] for r in read_metrics(out)] == ["input_size=128"] * 2 + ["input_size=512"] * 2
 
 
 def test_bad_settings_fail_before_any_work(dataset, tmp_path):
@@ -267,7 +268,7 @@ def test_aggregate_sweep_segments_each_phase_once_and_combines(tmp_path, monkeyp
     expected = labels.copy()
     expected[5][labels[5] == 1] = 0                                     # the second phase misses label 1 on slice 5 ...
     assert np.array_equal(avg, expected)                                # ... so the mean drops it there
-    rows = B.read_metrics(out)
+    rows = read_metrics(out)
     assert {r["phases"] for r in rows} == {2}
     assert json.loads((out / "run.json").read_text())["cases"][0]["phases"][0].endswith("c0_0001.nrrd")
 
@@ -329,7 +330,7 @@ def real_run(tmp_path_factory):
 @pytest.mark.slow
 def test_real_cases_metrics_are_the_dice_promptseg_segment_gives_for_the_recorded_prompts(real_run):
     out, spy = real_run
-    rows = {r["case"]: r for r in B.read_metrics(out)}
+    rows = {r["case"]: r for r in read_metrics(out)}
     cases = load_dataset(EXAMPLE).cases
     assert list(rows) == [c.case_id for c in cases] == ["lung1", "brain2", "breast1"]
     assert len(spy.calls) == 3
@@ -358,7 +359,7 @@ def test_real_cases_metrics_are_the_dice_promptseg_segment_gives_for_the_recorde
 
 @pytest.mark.slow
 def test_real_run_makes_a_report(real_run, tmp_path):
-    from promptseg.evaluation.report import build_report
+    from promptseg.reporting.report import build_report
 
     out, _ = real_run
     page = build_report([out], tmp_path / "report", best_worst=1).read_text()
@@ -416,7 +417,7 @@ def test_real_multi_phase_breast1_avg_and_max_of_the_phase_logits(tmp_path, monk
     top = load_labels(out / "predictions" / "aggregate=max" / "breast1.nii.gz").array > 0
     single = [r.labels.array > 0 for r in spy.results]
     assert np.all(avg <= top) and np.all(single[0] <= top) and np.all(single[1] <= top)
-    rows = B.read_metrics(out)
+    rows = read_metrics(out)
     assert [r["setting"] for r in rows] == ["aggregate=avg", "aggregate=max"]
     assert {r["phases"] for r in rows} == {2}
     reference = load_labels(src.label, reference=volume).array == 1

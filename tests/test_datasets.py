@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptseg.evaluation.datasets import DatasetError, load_dataset, parse_label_names
+from promptseg.datasets.layouts import DatasetError, load_dataset, parse_label_names
 
 from datafiles import REPO, image, label
 

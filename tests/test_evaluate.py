@@ -10,19 +10,12 @@ import pytest
 
 from promptseg.cli import main
 from promptseg.errors import GeometryError, ImageReadError
-from promptseg.evaluation.evaluate import (
-    CSV_COLUMNS,
-    case_name,
-    evaluate_files,
-    evaluate_paths,
-    match_cases,
-    read_metrics_csv,
-    write_metrics_csv,
-    write_summary_json,
-)
+from promptseg.datasets.metrics_table import CASE_COLUMNS, read_metrics, write_metrics
+from promptseg.evaluation.evaluate import case_name, evaluate_files, evaluate_paths, match_cases
 from promptseg.evaluation.metrics import EvaluationError
 from promptseg.evaluation.summary import format_table, summarize
 from promptseg.io import load_labels, save_mask
+from promptseg.io.jsonfile import write_json
 from promptseg.volume import Volume
 
 from datafiles import label as real_label
@@ -151,13 +144,13 @@ def test_csv_and_json_round_trip(tmp_path):
         {"case": "a", "label": 1, "dice": 0.5, "nsd": 0.25, "hd95": 3.0, "pred_ml": 1.0, "ref_ml": 2.0, "tolerance_mm": 2.0},
         {"case": "b", "label": 1, "dice": 0.0, "nsd": 0.0, "hd95": math.inf, "pred_ml": 0.0, "ref_ml": 2.0, "tolerance_mm": 2.0},
     ]
-    path = write_metrics_csv(rows, tmp_path / "out" / "m.csv")
+    path = write_metrics(rows, tmp_path / "out" / "m.csv")
     text = path.read_text().splitlines()
-    assert text[0] == ",".join(CSV_COLUMNS)
+    assert text[0] == ",".join(CASE_COLUMNS)
     assert text[2] == "b,1,0,0,inf,0,2,2"
-    assert read_metrics_csv(path) == rows
-    summary = summarize(read_metrics_csv(path))
-    json_path = write_summary_json({"per_label": summary}, tmp_path / "s.json")
+    assert read_metrics(path) == rows
+    summary = summarize(read_metrics(path))
+    json_path = write_json(tmp_path / "s.json", {"per_label": summary})
     loaded = json.loads(json_path.read_text())  # strict JSON: no NaN / Infinity
     assert loaded["per_label"][0]["hd95"] == {"mean": 3.0, "sd": None, "median": 3.0, "q1": 3.0, "q3": 3.0,
                                               "n_finite": 1, "n_nonfinite": 1}
@@ -197,7 +190,7 @@ def test_cli_writes_csv_summary_and_prints_table(tmp_path, capsys):
                  "--labels", "1,2", "--tolerance-mm", "1", "--no-progress"])
     stdout = capsys.readouterr().out
     assert code == 0
-    rows = read_metrics_csv(out)
+    rows = read_metrics(out)
     assert [(r["case"], r["label"], r["tolerance_mm"]) for r in rows] == [
         ("a", 1, 1.0), ("a", 2, 1.0), ("b", 1, 1.0), ("b", 2, 1.0)]
     summary = json.loads((tmp_path / "res" / "metrics.summary.json").read_text())

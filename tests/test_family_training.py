@@ -14,7 +14,7 @@ import promptseg
 from promptseg.io import save_mask, save_volume
 from promptseg.training.config import load_config
 from promptseg.training.prepare import PrepareSettings, load_case, prepare, read_manifest
-from promptseg.training.split import write_split
+from promptseg.datasets.splits import write_split
 from promptseg.volume import Volume
 
 from datafiles import image, label

@@ -730,3 +730,24 @@ def test_output_directories_are_created(tmp_path, volume):
     path = save_mask(np.zeros(volume.shape, np.uint8), tmp_path / "a" / "b" / "m.nii.gz", reference=volume)
     assert path.is_file()
     assert os.listdir(tmp_path / "a" / "b") == ["m.nii.gz"]
+
+
+def test_write_json_is_strict_and_keeps_nonfinite_values_as_text_when_asked(tmp_path):
+    import json
+    import math
+
+    from promptseg.io.jsonfile import json_ready, write_json
+
+    value = {"dice": np.float32(0.5), "hd95": math.inf, "nsd": math.nan, "shape": (2, np.int64(3)),
+             "path": Path("a") / "b.nii.gz", 1: np.arange(2)}
+    path = write_json(tmp_path / "out" / "v.json", value)
+    text = path.read_text(encoding="utf-8")
+    assert "Infinity" not in text and "NaN" not in text and text.endswith("\n")
+    assert json.loads(text) == {"dice": 0.5, "hd95": None, "nsd": None, "shape": [2, 3],
+                                "path": str(Path("a") / "b.nii.gz"), "1": [0, 1]}
+    kept = json_ready({"hd95": [math.inf, -math.inf, math.nan]}, nonfinite_as_text=True)
+    assert kept == {"hd95": ["inf", "-inf", "nan"]}
+    assert [float(v) for v in kept["hd95"][:2]] == [math.inf, -math.inf]
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists() and list(tmp_path.glob("**/.*tmp*")) == []

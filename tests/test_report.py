@@ -23,8 +23,9 @@ from scipy import ndimage
 from datafiles import image as case_image, label as case_label
 from promptseg.cli import main
 from promptseg.errors import PromptsegError
-from promptseg.evaluation import figures as fig
-from promptseg.evaluation.report import build_report, load_run, read_metrics, select_best_worst
+from promptseg.reporting import figures as fig
+from promptseg.datasets.metrics_table import read_metrics
+from promptseg.reporting.report import build_report, load_run, select_best_worst
 from promptseg.io import load_labels, load_volume, save_mask
 
 COLUMNS = ["dataset", "model", "case", "label", "label_name", "prompt_mode", "setting", "sweep_param",
@@ -211,24 +212,6 @@ def test_overview_numbers_and_split(tmp_path):
     assert n.sizes["a"]["liver"] == [1500.0, 1600.0]
     assert n.splits == {"a": {"train": 1, "test": 1, "unassigned": 1}, "b": {"val": 1}}
     assert fig.overview_numbers(info).splits == {}
-
-
-def test_load_split_forms_and_errors(tmp_path):
-    p = tmp_path / "s.json"
-    p.write_text(json.dumps({"training": ["a.nii.gz", "b"], "validation": ["c"], "test": ["d"]}))
-    assert fig.load_split(p) == {"a": "train", "b": "train", "c": "val", "d": "test"}
-    p.write_text(json.dumps([{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]))   # nnU-Net folds
-    assert fig.load_split(p) == {"a": "train", "b": "val"}
-    p.write_text(json.dumps({"a": "train", "b": "Test"}))
-    assert fig.load_split(p) == {"a": "train", "b": "test"}
-    p.write_text(json.dumps({"train": ["a"], "test": ["a"]}))
-    with pytest.raises(PromptsegError, match="both"):
-        fig.load_split(p)
-    p.write_text("{not json")
-    with pytest.raises(PromptsegError, match="not valid JSON"):
-        fig.load_split(p)
-    with pytest.raises(PromptsegError, match="does not exist"):
-        fig.load_split(tmp_path / "nope.json")
 
 
 def test_best_worst_selection():
@@ -428,13 +411,3 @@ def test_cli(runs, tmp_path, capsys):
     assert "promptseg report runs/" in capsys.readouterr().out
 
 
-def test_load_split_reads_promptseg_split_files(tmp_path):
-    from promptseg.training.split import split_cases, write_split
-
-    path = write_split(split_cases(["a", "b", "c", "d", "e"], seed=1), tmp_path / "split.json")
-    sets = json.loads(path.read_text(encoding="utf-8"))
-    expected = {c: name for name in ("train", "val", "test") for c in sets[name]}
-    assert fig.load_split(path) == expected
-    folds = write_split(split_cases([str(i) for i in range(6)], (0.8, 0.0, 0.2), k=2), tmp_path / "folds.json")
-    mapping = fig.load_split(folds)
-    assert set(mapping) == {str(i) for i in range(6)} and set(mapping.values()) <= {"train", "val", "test"}

@@ -15,7 +15,7 @@ from promptseg.errors import PromptsegError
 from promptseg.io import save_mask, save_volume
 from promptseg.training.config import ConfigError, load_config
 from promptseg.training.prepare import PrepareSettings, clean_labels, load_case, prepare, read_manifest, select_labels
-from promptseg.training.split import read_split, split_cases, write_split
+from promptseg.datasets.splits import write_split
 from promptseg.volume import Volume
 
 from datafiles import REPO, image, label
@@ -65,36 +65,6 @@ def test_example_configs_are_valid(name):
         apply_trainable(net, cfg.trainable)
         trained = [n for n, p in net.named_parameters() if p.requires_grad]
         assert trained and all(n.startswith("mask_decoder.") for n in trained)
-
-
-# ---------------------------------------------------------------------------
-# split
-def test_split_is_by_case_seeded_and_complete():
-    cases = [f"c{i:02d}" for i in range(20)]
-    a = split_cases(cases, seed=3)
-    assert split_cases(cases, seed=3) == a and split_cases(cases, seed=4) != a
-    sets = [set(a[k]) for k in ("train", "val", "test")]
-    assert [len(s) for s in sets] == [16, 2, 2]
-    assert set.union(*sets) == set(cases) and sum(len(s) for s in sets) == len(cases)
-    folds = split_cases(cases, (0.8, 0.0, 0.2), seed=1, k=4)
-    vals = [set(f["val"]) for f in folds["folds"]]
-    assert len(folds["test"]) == 4 and set.union(*vals) == set(cases) - set(folds["test"])
-    assert all(not (set(f["train"]) & set(f["val"])) for f in folds["folds"])
-    assert split_cases(["a", "b", "c"]) == {"seed": 0, "unit": "case", "test": ["c"], "val": ["a"], "train": ["b"]}
-    with pytest.raises(PromptsegError, match="too few"):
-        split_cases(["a", "b", "c"], (0.1, 0.3, 0.6))
-    with pytest.raises(PromptsegError, match="summing to 1"):
-        split_cases(cases, (0.5, 0.2, 0.2))
-
-
-def test_read_split_refuses_a_case_in_two_sets(tmp_path):
-    path = write_split({"train": ["a", "b"], "val": ["b"], "test": []}, tmp_path / "s.json")
-    with pytest.raises(PromptsegError, match="case 'b' is in both train and val"):
-        read_split(path)
-    folds = write_split(split_cases([str(i) for i in range(9)], (0.8, 0, 0.2), k=3), tmp_path / "f.json")
-    with pytest.raises(PromptsegError, match="has 3 folds: choose one"):
-        read_split(folds)
-    assert set(read_split(folds, fold=1)) == {"train", "val", "test"}
 
 
 # ---------------------------------------------------------------------------

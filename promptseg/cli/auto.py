@@ -84,7 +84,7 @@ def run(args) -> int:
     from ..intensity import NormalizedSlices, resolve_window
     from ..io import check_output_path, save_mask
     from ..models import build_segmenter
-    from ..overlay import save_overlay
+    from ..reporting.overlay import save_overlay
 
     # everything that can be checked cheaply fails before the model is loaded
     check_model(args.model)

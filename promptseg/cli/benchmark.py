@@ -84,13 +84,9 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def run(args) -> int:
     from ..errors import PromptsegError
-    from ..evaluation.benchmark import (
-        canonical_sweep,
-        read_metrics,
-        run_benchmark,
-        sweep_settings,
-    )
-    from ..evaluation.datasets import load_dataset
+    from ..datasets.layouts import load_dataset
+    from ..datasets.metrics_table import read_metrics
+    from ..evaluation.benchmark import canonical_sweep, run_benchmark, sweep_settings
     from ..models import build_segmenter
 
     sweep = canonical_sweep(args.sweep)

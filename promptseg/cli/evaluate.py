@@ -74,14 +74,11 @@ def default_summary_path(output) -> Path:
 def run(args) -> int:
     import sys
 
-    from ..evaluation.evaluate import (
-        evaluate_matching,
-        match_cases,
-        write_metrics_csv,
-        write_summary_json,
-    )
+    from ..datasets.metrics_table import write_metrics
+    from ..evaluation.evaluate import evaluate_matching, match_cases
     from ..evaluation.metrics import EvaluationError, check_tolerance
     from ..evaluation.summary import format_table, summarize
+    from ..io.jsonfile import write_json
 
     labels = _parse_labels(args.labels)
     tolerance = check_tolerance(args.tolerance_mm)
@@ -109,8 +106,8 @@ def run(args) -> int:
         "quartiles with linear interpolation",
         "per_label": per_label,
     }
-    csv_path = write_metrics_csv(rows, args.output)
-    json_path = write_summary_json(summary, summary_path)
+    csv_path = write_metrics(rows, args.output)
+    json_path = write_json(summary_path, summary)
     cases = len(matching.pairs)
     print(f"{cases} case(s), {len(rows)} case-label row(s), NSD tolerance {tolerance:g} mm")
     if rows:

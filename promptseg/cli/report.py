@@ -18,8 +18,8 @@ examples:
   # with the train/val/test shares in the dataset overview
   promptseg report runs/liver_* -o report/ --split splits.json
 
-split.json: {"train": ["case_001", ...], "val": [...], "test": [...]} (nnU-Net's splits_final.json:
-first fold). See docs/evaluation.md, section Reports.
+split.json: a file of 'promptseg split', {"train": ["case_001", ...], "val": [...], "test": [...]}, or
+nnU-Net's splits_final.json (a file with folds: the first fold). See docs/evaluation.md, section Reports.
 """
 
 
@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import PromptsegError
-    from ..evaluation.report import build_report
+    from ..reporting.report import build_report
 
     if args.best_worst < 0:
         raise PromptsegError(f"--best-worst must be >= 0, got {args.best_worst}")

@@ -97,7 +97,7 @@ def run(args) -> int:
     from ..io import load_labels
     from ..models import build_segmenter
     from ..models import Capability, require
-    from ..overlay import save_overlay
+    from ..reporting.overlay import save_overlay
     from ..prompts import objects_from_options, validate
 
     if args.propagation == "memory":

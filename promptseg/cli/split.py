@@ -26,14 +26,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..training.prepare import read_manifest
-    from ..training.split import split_cases, write_split
+    from ..datasets.splits import split_cases, write_split
 
     source = Path(args.source)
     if (source / "manifest.csv").is_file():
         _, rows = read_manifest(source)
         cases = sorted({r["case"] for r in rows})
     else:
-        from ..evaluation.datasets import load_dataset
+        from ..datasets.layouts import load_dataset
 
         cases = [c.case_id for c in load_dataset(source).cases]
     if args.k:

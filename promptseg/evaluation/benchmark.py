@@ -1,6 +1,6 @@
 """Benchmark a model on a labelled dataset with simulated prompts: resumable, seeded, with prompt sweeps.
 
-:func:`run_benchmark` takes every case of a :class:`~promptseg.evaluation.datasets.Dataset`,
+:func:`run_benchmark` takes every case of a :class:`~promptseg.datasets.layouts.Dataset`,
 simulates one prompt per reference label (:mod:`promptseg.evaluation.simulate`),
 segments with :func:`promptseg.segment`, measures the prediction against the
 reference (:func:`promptseg.evaluation.metrics.case_metrics`) and writes a run
@@ -8,7 +8,7 @@ folder::
 
     RUN_DIR/
       run.json                  settings, cases, label names, start / finish times
-      metrics.csv               one row per (case, label, setting) -- see COLUMNS
+      metrics.csv               one row per (case, label, setting): promptseg.datasets.metrics_table
       prompts/<case>.json       the exact prompts, in promptseg's prompt-file format
       predictions/<case>.nii.gz the label map on the reference image's grid
       units/<case>.json         the completion record of each (case, setting) unit
@@ -35,8 +35,6 @@ change the prompt (``aggregate``, ``input_size``) use exactly the same prompts.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -50,25 +48,17 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import PromptsegError
+from ..datasets.layouts import Case, Dataset, load_dataset
+from ..datasets.metrics_table import COLUMNS, write_metrics
 from ..inference import ObjectResult, compose_labels, segment
-from ..io import atomic_path, load_labels, load_volume, save_mask
+from ..io import load_labels, load_volume, save_mask
+from ..io.jsonfile import json_ready, write_json
 from ..models import Capability, Segmenter, has
 from ..prompts import ObjectPrompt, prompt_to_dict
-from .datasets import Case, Dataset, load_dataset
 from .simulate import NEGATIVE_BAND_PX, PROMPT_MODES, simulate_prompts
 
 log = logging.getLogger(__name__)
 
-#: metrics.csv columns, in order (the report reads these)
-COLUMNS = (
-    "dataset", "model", "case", "label", "label_name", "prompt_mode", "setting", "sweep_param", "sweep_value",
-    "dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm", "seconds",
-)
-#: further metrics.csv columns, after :data:`COLUMNS`
-EXTRA_COLUMNS = ("phases", "encoded_slices", "seed")
-#: numeric columns (:func:`read_metrics` converts them)
-NUMERIC_COLUMNS = ("label", "dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm", "seconds", "phases",
-                   "encoded_slices", "seed")
 #: the sweeps and their default values
 SWEEPS: dict[str, list] = {
     "points": [1, 5, 10, 20],
@@ -263,57 +253,8 @@ def aggregate_labels(
 # ---------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _json(value) -> str:
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"cannot write {type(o).__name__} to JSON")
-
-    return json.dumps(value, indent=2, default=default) + "\n"
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _csv_text(rows: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS + EXTRA_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
-def read_metrics(path) -> list[dict]:
-    """Rows of a ``metrics.csv`` (a run folder or the file), numeric columns as numbers.
-
-    ``label``, ``phases``, ``encoded_slices`` and ``seed`` become ints, the metric
-    columns floats (``inf`` / ``nan`` included); empty cells become None.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.csv"
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in NUMERIC_COLUMNS:
-            if key in row:
-                text = row[key]
-                if text in ("", None):
-                    row[key] = None
-                elif key in ("label", "phases", "encoded_slices", "seed"):
-                    row[key] = int(text)
-                else:
-                    row[key] = float(text)
-    return rows
 
 
 def _clear_run(out: Path) -> None:
@@ -345,7 +286,7 @@ def _prepare_run_dir(out: Path, config: dict, overwrite: bool) -> dict:
             old = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise BenchmarkError(f"{run_file}: cannot read ({exc}); use --overwrite to start over") from None
-        normalised = json.loads(_json(config))
+        normalised = json_ready(config)
         difference = _first_difference(old, normalised)
         if difference:
             raise BenchmarkError(
@@ -358,12 +299,12 @@ def _prepare_run_dir(out: Path, config: dict, overwrite: bool) -> dict:
         doc = dict(old)
         doc["finished"] = None
         doc.setdefault("resumed", []).append(_now())
-        _write_text(run_file, _json(doc))
+        write_json(run_file, doc)
         return doc
     elif out.is_dir() and any(p for p in out.iterdir() if p.name in _RUN_FILES + _RUN_FOLDERS):
         raise BenchmarkError(f"{out} holds benchmark files but no run.json; use --overwrite to start over")
     doc = dict(config, started=_now(), finished=None)
-    _write_text(run_file, _json(doc))
+    write_json(run_file, doc)
     return doc
 
 
@@ -569,13 +510,13 @@ def run_benchmark(
                 record = _run_unit(out, data, setting, seed, labels, names, tolerance_mm, model_for(setting),
                                    stop_rule, phase_cache, case_metrics, dataset.name, model_name)
                 records[key] = record
-                _write_text(out / "metrics.csv", _csv_text(all_rows()))
+                write_metrics(all_rows(), out / "metrics.csv", COLUMNS)
                 bar.update(1)
     finally:
         bar.close()
 
     rows = all_rows()
-    _write_text(out / "metrics.csv", _csv_text(rows))
+    write_metrics(rows, out / "metrics.csv", COLUMNS)
     if not rows:
         raise BenchmarkError(
             "no reference label to benchmark: "
@@ -585,9 +526,9 @@ def run_benchmark(
 
     order = {s.name: i for i, s in enumerate(settings)}
     summary = sorted(summarize(rows, by=("setting", "label")), key=lambda e: order.get(e["setting"], len(order)))
-    _write_text(out / "summary.json", _json(summary))
+    write_json(out / "summary.json", summary)
     doc["finished"] = _now()
-    _write_text(out / "run.json", _json(doc))
+    write_json(out / "run.json", doc)
     return out
 
 
@@ -629,7 +570,7 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
     pred_path = setting.path(out, "predictions", case.case_id, ".nii.gz")
     prompt_path = setting.path(out, "prompts", case.case_id, ".json")
     save_mask(prediction, pred_path, reference=volume)
-    _write_text(prompt_path, _json({"objects": [prompt_to_dict(p) for p in prompts]}))
+    write_json(prompt_path, {"objects": [prompt_to_dict(p) for p in prompts]})
 
     rows = []
     if present:
@@ -653,5 +594,6 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
         "prediction": str(pred_path.relative_to(out)), "prompts": str(prompt_path.relative_to(out)),
         "finished": _now(), "rows": rows,
     }
-    _write_text(setting.path(out, "units", case.case_id, ".json"), _json(record))
+    # an infinite HD95 is kept as "inf" so that a resumed run writes the same metrics.csv
+    write_json(setting.path(out, "units", case.case_id, ".json"), record, nonfinite_as_text=True)
     return record

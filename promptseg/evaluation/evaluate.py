@@ -28,24 +28,18 @@ as 2D images: boundaries are contours and NSD is a share of contour length.
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import GeometryError, ImageReadError
-from ..io import SUPPORTED_IMAGE_SUFFIXES, atomic_path, load_labels
+from ..io import SUPPORTED_IMAGE_SUFFIXES, load_labels
 from ..io.common import format_suffix
 from ..io.readers import grid_differences
 from ..volume import Volume
 from .metrics import EvaluationError, case_metrics, check_labels, check_tolerance, surface_backend
-
-#: CSV columns written by :func:`write_metrics_csv`, in order
-CSV_COLUMNS = ("case", "label", "dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm")
 
 _GEOMETRY = ("spacing", "origin", "direction")
 
@@ -262,70 +256,3 @@ def evaluate_paths(
         :func:`evaluate_files` (the message names the file).
     """
     return evaluate_matching(match_cases(pred, gt, allow_missing), labels, tolerance_mm, progress)
-
-
-def _csv_value(value) -> str:
-    if isinstance(value, float):
-        return format(value, ".10g")  # inf -> "inf", nan -> "nan"
-    return str(value)
-
-
-def write_metrics_csv(rows: Iterable[dict], path) -> Path:
-    """Write metric rows as CSV (atomically): :data:`CSV_COLUMNS` first, any extra keys after.
-
-    Floats are written with 10 significant digits; an infinite HD95 as ``inf``.
-    Returns the path written.
-    """
-    rows = list(rows)
-    columns = list(CSV_COLUMNS)
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_csv_value(row.get(column, "")) for column in columns])
-    return path
-
-
-def read_metrics_csv(path) -> list[dict]:
-    """Rows of a CSV written by :func:`write_metrics_csv`: ``label`` as int, metric columns as float."""
-    numeric = {"dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm"}
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            out: dict = dict(row)
-            if "label" in out:
-                out["label"] = int(out["label"])
-            for key in numeric & out.keys():
-                out[key] = float(out[key]) if out[key] != "" else math.nan
-            rows.append(out)
-    return rows
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_summary_json(summary, path) -> Path:
-    """Write a summary (the output of :func:`~promptseg.evaluation.summary.summarize`, or a
-    dict holding it) as indented JSON, atomically. Non-finite numbers become ``null``.
-    Returns the path written."""
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(summary), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-    return path

@@ -12,18 +12,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..datasets.metrics_table import metric_value
+
 #: statistics computed per metric, in the order :func:`format_table` shows them
 STATISTICS = ("mean", "sd", "median", "q1", "q3")
-
-
-def _number(value) -> float:
-    """A metric value from a row (float, or a CSV string such as ``"inf"``) as a float; NaN if unusable."""
-    if value is None or value == "":
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _statistics(values: list[float]) -> dict:
@@ -87,7 +79,7 @@ def summarize(
         entry: dict = dict(zip(by, key))
         entry["n"] = len(members)
         for metric in metrics:
-            entry[metric] = _statistics([_number(row.get(metric)) for row in members])
+            entry[metric] = _statistics([metric_value(row.get(metric)) for row in members])
         out.append(entry)
     return out
 

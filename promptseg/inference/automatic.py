@@ -39,7 +39,6 @@ sam_vit_b_01ec64.pth --slice Z [--summary masks.json] [--overlay masks.png]``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -351,32 +350,13 @@ def summary_document(labels: Volume, **extra) -> dict:
         **extra,
         "masks": masks,
     }
-    return _json_safe(doc)
+    from .io.jsonfile import json_ready
+
+    return json_ready(doc)
 
 
 def save_summary(path: str | Path, labels: Volume, **extra) -> Path:
     """Write :func:`summary_document` as indented JSON, atomically; returns the path."""
-    from ..io.atomic import atomic_path
+    from ..io.jsonfile import write_json
 
-    path = Path(path)
-    text = json.dumps(summary_document(labels, **extra), indent=2, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-    return path
-
-
-def _json_safe(value):
-    """Non-finite floats -> None, numpy scalars and arrays -> Python, paths -> str, recursively."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    return write_json(path, summary_document(labels, **extra))

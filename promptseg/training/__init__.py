@@ -1,7 +1,6 @@
-"""Fine-tuning: prepare samples, split by case, train with a validated config.
+"""Fine-tuning: prepare samples, train with a validated config (case splits: :mod:`promptseg.datasets.splits`).
 
 - :mod:`.prepare` -- volumes + label maps -> 2D training samples at the model's input size.
-- :mod:`.split` -- case-level train/val/test splits and k-fold.
 - :mod:`.config` -- the validated training configuration (YAML + ``--set key=value``).
 - :mod:`.trainable` -- what trains: full, parts, parameter globs, or LoRA adapters.
 - :mod:`.samples` -- the training dataset and its prompt simulation.

@@ -41,7 +41,7 @@ from .config import TrainConfig
 from .embedding_cache import EmbeddingCache
 from .prepare import read_manifest
 from .samples import TrainingSamples, collate
-from .split import read_split
+from ..datasets.splits import read_split
 from .trainable import apply_trainable, base_network, frozen_parts, inference_state_dict
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,25 @@ CSV_FIELDS = ["epoch", "step", "train_loss", "val_dice", "lr", "seconds"]
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        run_dir: the run folder (checkpoints, metrics.csv, config.yaml).
+        best_val_dice: the best validation Dice (nan without validation cases).
+        best_epoch: the epoch (0-based) that reached it.
+        epochs_run: epochs trained, counting those of a resumed run.
+        history: one row per epoch (epoch, step, train_loss, val_dice, lr, seconds).
+        encoded_for_cache: slices encoded into the embedding cache before the first epoch.
+        train_samples: samples in one training epoch (all ranks together).
+    """
+
     run_dir: Path
     best_val_dice: float
     best_epoch: int
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     encoded_for_cache: int = 0
+    train_samples: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -387,20 +400,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         payload = torch.load(latest, map_location="cpu", weights_only=True)
         payload.pop("train_state", None)
         _save(run_dir / "best.pt", payload)
-    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded)
+    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded, len(train_set))
 
 
 def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, world: int) -> None:
     """Gather every rank's weight digest; rank 0 writes them to ``ddp_ranks.json`` (they must be equal)."""
-    import json
-
+    from ..io.jsonfile import write_json
     from .embedding_cache import module_digest
 
     digests: list = [None] * world
     torch.distributed.all_gather_object(digests, module_digest(base_network(model), length=64))
     if rank == 0:
-        with atomic_path(run_dir / "ddp_ranks.json") as tmp:
-            Path(tmp).write_text(json.dumps({"world_size": world, "weight_digests": digests}, indent=2), encoding="utf-8")
+        write_json(run_dir / "ddp_ranks.json", {"world_size": world, "weight_digests": digests})
         if len(set(digests)) != 1:
             raise PromptsegError(f"DDP ranks ended with different weights: {digests}")
 

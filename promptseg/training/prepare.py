@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..errors import PromptsegError
 from ..io import load_labels, load_volume
 from ..io.atomic import atomic_path
+from ..io.jsonfile import write_json
 from ..intensity import NormalizedSlices
 
 MANIFEST_FIELDS = ["sample", "case", "z", "label", "label_name", "area_px", "image_index", "mask_index"]
@@ -157,7 +158,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
     """Prepare a labelled dataset for training.
 
     Args:
-        dataset_path: any layout :func:`promptseg.evaluation.datasets.load_dataset` reads.
+        dataset_path: any layout :func:`promptseg.datasets.layouts.load_dataset` reads.
         out_dir: output folder (created; an existing prepared folder is overwritten case by case).
         model: backend whose input size and resampling the samples follow.
         settings: see :class:`PrepareSettings`.
@@ -167,7 +168,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
     Returns:
         ``out_dir``.
     """
-    from ..evaluation.datasets import load_dataset
+    from ..datasets.layouts import load_dataset
     from ..models.registry import build_preprocessing
 
     settings = settings or PrepareSettings()
@@ -211,8 +212,7 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
         "cases": [c.case_id for c in dataset.cases],
         "created": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    with atomic_path(out_dir / "prepare.json") as tmp:
-        Path(tmp).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_json(out_dir / "prepare.json", info)
     return out_dir
 
 

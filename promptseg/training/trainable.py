@@ -90,10 +90,6 @@ def inference_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def trainable_names(model: torch.nn.Module) -> list[str]:
-    return [name for name, p in model.named_parameters() if p.requires_grad]
-
-
 def frozen_parts(model: torch.nn.Module) -> list[str]:
     """Parts with no trainable parameter (their modules stay in eval mode)."""
     net = base_network(model)

@@ -20,7 +20,6 @@ its own and never pooled with the other settings.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import html as _html
 import json
@@ -34,14 +33,12 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import PromptsegError
+from ..datasets.metrics_table import metric_value, read_metrics
+from ..datasets.splits import read_folds
 from . import figures as fig
 
 log = logging.getLogger(__name__)
 
-#: metrics.csv columns read as numbers (empty -> nan, "inf" -> inf)
-NUMERIC_COLUMNS = ("dice", "nsd", "hd95", "pred_ml", "ref_ml", "tolerance_mm", "seconds")
-#: metrics.csv columns a report cannot do without
-REQUIRED_COLUMNS = ("case", "dice")
 #: figures folder inside the report folder
 FIGURES = "figures"
 
@@ -50,53 +47,6 @@ FIGURES = "figures"
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text)).strip("_") or "x"
-
-
-def read_metrics(path) -> list[dict]:
-    """Read a benchmark ``metrics.csv`` into dicts.
-
-    :data:`NUMERIC_COLUMNS` become floats (empty cell or ``nan`` -> nan,
-    ``inf`` -> inf); ``label`` becomes an int when it is one; everything else
-    stays text, with missing optional columns as ``""``.
-
-    Raises:
-        PromptsegError: the file is unreadable, lacks a header or a required
-            column (:data:`REQUIRED_COLUMNS`), or a numeric cell holds text
-            (the message names the file, line and column).
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames:
-                raise PromptsegError(f"{path}: empty file, expected a CSV header")
-            columns = [c.strip() for c in reader.fieldnames]
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise PromptsegError(f"{path}: missing column(s) {', '.join(missing)} "
-                                     f"(has {', '.join(columns)})")
-            rows = []
-            for line, raw in enumerate(reader, start=2):
-                row = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in raw.items()}
-                for name in NUMERIC_COLUMNS:
-                    text = row.get(name, "")
-                    if text == "":
-                        row[name] = math.nan
-                        continue
-                    try:
-                        row[name] = float(text)
-                    except ValueError:
-                        raise PromptsegError(f"{path} line {line}: {name} is {text!r}, not a number") from None
-                label = row.get("label", "")
-                row["label"] = int(label) if re.fullmatch(r"-?\d+", label or "") else label
-                rows.append(row)
-    except OSError as error:
-        raise PromptsegError(f"cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise PromptsegError(f"{path} is not a UTF-8 text file") from None
-    except csv.Error as error:
-        raise PromptsegError(f"{path}: malformed CSV ({error})") from None
-    return rows
 
 
 @dataclass
@@ -154,7 +104,7 @@ class Run:
         mode = str(prompt.get("mode", "?"))
         swept = (self.sweep or {}).get("param")
         parts = [mode]
-        jitter = fig.to_float(prompt.get("jitter_px"))
+        jitter = metric_value(prompt.get("jitter_px"))
         if swept != "jitter_px" and not math.isnan(jitter) and jitter:
             parts.append(f"jitter {jitter:g} px")
         if swept != "points" and mode == "points" and prompt.get("points") is not None:
@@ -273,7 +223,7 @@ def _assign_configs(runs: list[Run]) -> None:
 # --------------------------------------------------------------------------- statistics
 
 def _values(rows, metric) -> np.ndarray:
-    v = np.array([fig.to_float(r.get(metric)) for r in rows], dtype=float)
+    v = np.array([metric_value(r.get(metric)) for r in rows], dtype=float)
     return v[~np.isnan(v)]
 
 
@@ -302,9 +252,9 @@ def select_best_worst(rows: Sequence[Mapping], n: int = 3) -> tuple[list[Mapping
     both lists: with fewer than ``2 n`` rows, the worst list gets what the best
     list left.
     """
-    scored = [r for r in rows if not math.isnan(fig.to_float(r.get("dice")))]
-    key_up = sorted(scored, key=lambda r: (fig.to_float(r["dice"]), str(r.get("case")), str(r.get("label"))))
-    best = sorted(scored, key=lambda r: (-fig.to_float(r["dice"]), str(r.get("case")), str(r.get("label"))))[:max(n, 0)]
+    scored = [r for r in rows if not math.isnan(metric_value(r.get("dice")))]
+    key_up = sorted(scored, key=lambda r: (metric_value(r["dice"]), str(r.get("case")), str(r.get("label"))))
+    best = sorted(scored, key=lambda r: (-metric_value(r["dice"]), str(r.get("case")), str(r.get("label"))))[:max(n, 0)]
     taken = {id(r) for r in best}
     worst = [r for r in key_up if id(r) not in taken][:max(n, 0)]
     return best, worst
@@ -378,7 +328,7 @@ def collect_datasets(runs: Sequence[Run], progress: bool = False) -> tuple[list[
     used instead and a note says so.
 
     Returns:
-        (datasets, notes): one :class:`~promptseg.evaluation.figures.DatasetInfo` per
+        (datasets, notes): one :class:`~promptseg.reporting.figures.DatasetInfo` per
         dataset name in order of first appearance, and human-readable notes.
     """
     from tqdm import tqdm
@@ -422,10 +372,10 @@ def collect_datasets(runs: Sequence[Run], progress: bool = False) -> tuple[list[
                 except PromptsegError:
                     fallback.setdefault(name, []).append(case)
                     for r in run.rows:
-                        if str(r.get("case")) == case and not math.isnan(fig.to_float(r.get("ref_ml"))):
+                        if str(r.get("case")) == case and not math.isnan(metric_value(r.get("ref_ml"))):
                             label_name = fig.label_display(r)
-                            if fig.to_float(r["ref_ml"]) > 0:
-                                objects.setdefault(label_name, fig.to_float(r["ref_ml"]))
+                            if metric_value(r["ref_ml"]) > 0:
+                                objects.setdefault(label_name, metric_value(r["ref_ml"]))
                 info.cases.append(fig.CaseInfo(case, objects))
                 bar.update(1)
             datasets.append(info)
@@ -500,6 +450,13 @@ class _Page:
                 f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def _case_sets(split) -> Optional[dict[str, str]]:
+    """``{case id: set name}`` from a split file (its first fold) or a mapping; None without a split."""
+    if isinstance(split, (str, Path)):
+        return {case: name for name, cases in read_folds(split)[0].items() for case in cases}
+    return dict(split) if split else None
+
+
 def _write_text(path: Path, text: str) -> Path:
     from ..io.atomic import atomic_path
 
@@ -529,8 +486,8 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
         run_dirs: benchmark run folders (``run.json`` + ``metrics.csv``).
         out_dir: report folder, created if needed (may be inside a run folder).
         best_worst: montages of the N best and N worst cases per run; 0 = none.
-        split: a split file (see :func:`promptseg.evaluation.figures.load_split`) or
-            a ``{case: set}`` mapping.
+        split: a split file (any form :func:`promptseg.datasets.splits.read_folds` reads;
+            of a file with several folds, the first is shown) or a ``{case: set}`` mapping.
         html: also write ``report.html``.
         progress: progress bars on stderr while reading labels and drawing montages.
         max_slices: slices per montage.
@@ -555,7 +512,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
     for d in run_dirs:
         unique.setdefault(Path(d).resolve(), Path(d))
     runs = [load_run(d) for d in unique.values()]
-    split_map = fig.load_split(split) if isinstance(split, (str, Path)) else (dict(split) if split else None)
+    split_map = _case_sets(split)
     _assign_ids(runs)
     _assign_configs(runs)
     out_dir = Path(out_dir)
@@ -619,7 +576,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
                     "reference median (ml)", "predicted median (ml)"], table)
 
     # ---- heatmap
-    scored = [r for r in all_rows if not math.isnan(fig.to_float(r.get("dice")))]
+    scored = [r for r in all_rows if not math.isnan(metric_value(r.get("dice")))]
     if scored:
         page.h(2, "Median Dice per dataset and model")
         path = fig.dice_heatmap(scored, figdir / "heatmap_dice.png", columns="column",
@@ -631,7 +588,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
     # ---- box plots
     box_figs = []
     for metric in ("dice", "nsd", "hd95"):
-        if any(np.isfinite(fig.to_float(r.get(metric))) for r in all_rows):
+        if any(np.isfinite(metric_value(r.get(metric))) for r in all_rows):
             box_figs.append((metric, fig.metric_boxplots(all_rows, figdir / f"boxplots_{metric}.png", metric=metric,
                                                          group="column", legend_title="model")))
     if box_figs:
@@ -680,7 +637,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
                                                 ("prediction", prediction)) if p is None]
                 link, note = None, ""
                 title = (f"{run.id} {kind} {rank}: {case}, {fig.label_display(row)}, "
-                         f"Dice {_fmt(fig.to_float(row.get('dice')))}")
+                         f"Dice {_fmt(metric_value(row.get('dice')))}")
                 if missing:
                     note = f"no montage: {', '.join(missing)} file not found"
                 else:
@@ -704,9 +661,9 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
                     continue
                 page.table([kind, "case", "label", "Dice", "NSD", "HD95 (mm)", "reference (ml)", "predicted (ml)",
                             "montage"],
-                           [[str(rank), str(row.get("case")), fig.label_display(row), _fmt(fig.to_float(row.get("dice"))),
-                             _fmt(fig.to_float(row.get("nsd"))), _fmt(fig.to_float(row.get("hd95")), 2),
-                             _fmt(fig.to_float(row.get("ref_ml")), 2), _fmt(fig.to_float(row.get("pred_ml")), 2),
+                           [[str(rank), str(row.get("case")), fig.label_display(row), _fmt(metric_value(row.get("dice"))),
+                             _fmt(metric_value(row.get("nsd"))), _fmt(metric_value(row.get("hd95")), 2),
+                             _fmt(metric_value(row.get("ref_ml")), 2), _fmt(metric_value(row.get("pred_ml")), 2),
                              f"[png]({link})" if link else note] for rank, row, link, note in items])
                 for rank, row, link, note in items:
                     if link:

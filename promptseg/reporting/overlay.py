@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .prompts import ObjectPrompt, interpolate_key_boxes
+from ..prompts import ObjectPrompt, interpolate_key_boxes
 
 #: label colours (RGB, 0-1), cycled for labels beyond the list
 COLOURS = [
@@ -82,7 +82,7 @@ def save_overlay(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from .io.atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     zs = list(slices) if slices is not None else montage_slices(labels, prompts)
     if not zs:

@@ -24,7 +24,6 @@ use it and left out of plots that cannot draw it (counted in the figure).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..datasets.metrics_table import metric_value
+from ..datasets.splits import case_key
 from ..errors import PromptsegError
 
 #: display names and units of the metrics the figures know
@@ -46,9 +47,6 @@ METRIC_LABELS = {
 }
 #: the order of split names in the overview (others follow alphabetically)
 SPLIT_ORDER = ("train", "val", "test")
-_SPLIT_ALIASES = {"training": "train", "tr": "train", "validation": "val", "valid": "val",
-                  "testing": "test", "ts": "test"}
-_CASE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz", ".png", ".dcm")
 #: 10 distinct colours (matplotlib's tab10), cycled
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -79,25 +77,6 @@ def _save(fig, path) -> Path:
     return path
 
 
-def to_float(value) -> float:
-    """A metric cell as float: numbers unchanged, ``""``/None/``nan`` -> nan, ``inf`` -> inf.
-
-    Unparseable text is treated as missing (nan); :func:`promptseg.evaluation.report.read_metrics`
-    rejects it earlier with the file and line.
-    """
-    if value is None:
-        return math.nan
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    text = str(value).strip()
-    if not text:
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
 def _text(row: Mapping, key: str) -> str:
     value = row.get(key)
     return "" if value is None else str(value)
@@ -111,7 +90,7 @@ def label_display(row: Mapping) -> str:
 
 
 def _values(rows: Iterable[Mapping], metric: str, finite_only: bool = False) -> np.ndarray:
-    out = np.array([to_float(r.get(metric)) for r in rows], dtype=float)
+    out = np.array([metric_value(r.get(metric)) for r in rows], dtype=float)
     out = out[~np.isnan(out)]
     return out[np.isfinite(out)] if finite_only else out
 
@@ -148,7 +127,7 @@ def _colour(i: int) -> str:
 
 
 def _need(rows: Sequence[Mapping], metric: str, what: str) -> None:
-    if not any(not math.isnan(to_float(r.get(metric))) for r in rows):
+    if not any(not math.isnan(metric_value(r.get(metric))) for r in rows):
         raise PromptsegError(f"{what}: no {METRIC_LABELS.get(metric, metric)} values to plot")
 
 
@@ -370,7 +349,7 @@ def sweep_series(rows: Sequence[Mapping], metric: str = "dice", line: str = "mod
         for r in members:
             by_x.setdefault(_sweep_value_text(r.get("sweep_value")), []).append(r)
         xs = list(by_x)
-        numeric = all(not math.isnan(to_float(x)) for x in xs)
+        numeric = all(not math.isnan(metric_value(x)) for x in xs)
         if numeric:
             xs.sort(key=float)
         med, q1, q3, n = [], [], [], []
@@ -498,7 +477,7 @@ def case_montage(image_path, label_path, prediction_path, path, title: Optional[
 
     The image is normalised as the models see it (:class:`promptseg.intensity.NormalizedSlices`,
     CT soft-tissue window / MR percentiles unless ``modality`` / ``window`` say
-    otherwise) and drawn with :func:`promptseg.overlay.save_overlay`: the
+    otherwise) and drawn with :func:`promptseg.reporting.overlay.save_overlay`: the
     prediction as a coloured fill with contour, the reference as a white dotted
     contour, zoomed on both (a prediction far from the reference stays in view).
 
@@ -516,7 +495,7 @@ def case_montage(image_path, label_path, prediction_path, path, title: Optional[
     """
     from ..intensity import NormalizedSlices
     from ..io import load_labels, load_volume
-    from ..overlay import crop_window, save_overlay
+    from .overlay import crop_window, save_overlay
 
     volume = load_volume(image_path)
     reference = load_labels(label_path, reference=volume).array
@@ -552,74 +531,8 @@ class DatasetInfo:
     cases: list[CaseInfo] = field(default_factory=list)
 
 
-def _case_key(case: str) -> str:
-    name = str(case).strip()
-    for suffix in _CASE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _split_name(name: str) -> str:
-    name = str(name).strip().lower()
-    return _SPLIT_ALIASES.get(name, name)
-
-
-def load_split(path) -> dict[str, str]:
-    """Read a train/val/test split file as ``{case id: set name}``.
-
-    Accepted JSON forms (set names are lower-cased; ``training``/``validation``/
-    ``testing`` become ``train``/``val``/``test``):
-
-    * ``{"train": ["case_001", ...], "val": [...], "test": [...]}`` -- any set names;
-    * a list of such objects, as nnU-Net's ``splits_final.json`` (one per fold):
-      the first fold is used;
-    * ``{"case_001": "train", "case_002": "test", ...}``.
-
-    Case ids may carry an image extension (``case_001.nii.gz`` matches
-    ``case_001``).
-
-    Raises:
-        PromptsegError: missing/unreadable file, invalid JSON, another shape, a
-            case listed in two sets.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptsegError(f"split file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PromptsegError(f"cannot read split file {path}: {error}") from None
-    except json.JSONDecodeError as error:
-        raise PromptsegError(f"split file {path} is not valid JSON: {error.msg} (line {error.lineno})") from None
-    if isinstance(data, dict) and data.get("unit") == "case":
-        # promptseg's own split file (promptseg split): read it the way training does
-        from ..training.split import read_split
-
-        sets = read_split(path, fold=0 if "folds" in data else None)
-        return {_case_key(case): name for name, cases in sets.items() for case in cases}
-    if isinstance(data, list):
-        if not data or not isinstance(data[0], dict):
-            raise PromptsegError(f"split file {path}: a list must hold objects {{\"train\": [...], \"val\": [...]}}")
-        data = data[0]
-    if not isinstance(data, dict) or not data:
-        raise PromptsegError(f"split file {path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
-    out: dict[str, str] = {}
-    if all(isinstance(v, str) for v in data.values()):
-        return {_case_key(case): _split_name(name) for case, name in data.items()}
-    for name, cases in data.items():
-        if not isinstance(cases, list) or not all(isinstance(c, (str, int)) for c in cases):
-            raise PromptsegError(f"split file {path}: {name!r} must be a list of case ids")
-        for case in cases:
-            key = _case_key(str(case))
-            if key in out and out[key] != _split_name(name):
-                raise PromptsegError(f"split file {path}: case {case!r} is in both {out[key]!r} and {name!r}")
-            out[key] = _split_name(name)
-    return out
-
-
 def _split_of(split: Mapping[str, str], dataset: str, case: str) -> Optional[str]:
-    key = _case_key(case)
+    key = case_key(case)
     return split.get(f"{dataset}/{key}", split.get(key))
 
 
@@ -680,7 +593,7 @@ def dataset_overview(datasets_info: Sequence[DatasetInfo], path, split: Optional
     Args:
         datasets_info: the datasets.
         path: output PNG.
-        split: optional ``{case id: set name}`` (see :func:`load_split`); keys may be
+        split: optional ``{case id: set name}`` (see :mod:`promptseg.datasets.splits`); keys may be
             ``"dataset/case"`` to tell datasets apart.
 
     Raises:

@@ -1,4 +1,4 @@
-"""Labelled datasets: the layouts ``promptseg benchmark`` reads.
+"""Labelled datasets: the layouts ``promptseg benchmark``, ``prepare`` and ``split`` read.
 
 :func:`load_dataset` accepts (details and examples in ``docs/evaluation.md``):
 
