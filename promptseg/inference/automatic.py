@@ -350,7 +350,7 @@ def summary_document(labels: Volume, **extra) -> dict:
         **extra,
         "masks": masks,
     }
-    from .io.jsonfile import json_ready
+    from ..io.jsonfile import json_ready
 
     return json_ready(doc)
 
