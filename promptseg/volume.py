@@ -13,16 +13,23 @@ Conventions (the same as SimpleITK / 3D Slicer):
   tuple is this matrix in row-major order).
 
 A 2D image is a volume with one slice (``array.shape[0] == 1``).
+
+A volume read from DICOM carries its provenance in :attr:`Volume.dicom`
+(:class:`promptseg.io.dicom.DicomProvenance`: UIDs, patient/study, each slice's
+SOP Instance UID and position); :meth:`Volume.with_array` keeps it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .errors import GeometryError
+
+if TYPE_CHECKING:
+    from .io.dicom.provenance import DicomProvenance
 
 
 def _as_triplet(values, name: str) -> tuple[float, float, float]:
@@ -43,6 +50,8 @@ class Volume:
         direction: 3x3 direction cosines (columns = voxel axes x, y, z).
         modality: ``"CT"``, ``"MR"``, ... when known (DICOM Modality), else None.
         metadata: free-form extra information (series UID, source path, ...).
+        dicom: DICOM provenance of the grid (one SOP Instance UID and position
+            per slice, in array z order), or None when not read from DICOM.
     """
 
     array: np.ndarray
@@ -51,6 +60,7 @@ class Volume:
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
     modality: Optional[str] = None
     metadata: dict = field(default_factory=dict)
+    dicom: Optional["DicomProvenance"] = None
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array)
