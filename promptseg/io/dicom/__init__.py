@@ -16,6 +16,7 @@ from .provenance import DicomProvenance
 from .series import is_dicom_file, list_dicom_series, read_dicom_file, read_dicom_series, read_header
 from .rtstruct_read import RoiInfo, RoiLabels, RTStruct, find_rtstruct, list_rois, read_roi_mask, read_rtstruct
 from .rtstruct_write import write_rtstruct
+from .seg import read_seg, write_seg
 from .series_write import write_series
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "read_header",
     "read_roi_mask",
     "read_rtstruct",
+    "read_seg",
     "write_rtstruct",
+    "write_seg",
     "write_series",
 ]

@@ -64,13 +64,15 @@ def new_uid() -> str:
     return generate_uid()
 
 
-def ds(value: float) -> str:
-    """A decimal string (DS) of at most 16 characters, rounded to 1 micrometre.
+def ds(value: float, decimals: Optional[int] = 6) -> str:
+    """A decimal string (DS) of at most 16 characters, rounded to ``decimals`` (default: 1 micrometre for mm).
 
     pydicom's ``format_number_as_ds`` keeps the string within DICOM's 16-character
-    limit that some planning systems enforce strictly.
+    limit that some planning systems enforce strictly. ``decimals=None`` keeps
+    all the precision 16 characters hold (for direction cosines).
     """
-    return format_number_as_ds(round(float(value), 6) + 0.0)
+    value = float(value) if decimals is None else round(float(value), decimals)
+    return format_number_as_ds(value + 0.0)
 
 
 def now() -> tuple[str, str]:

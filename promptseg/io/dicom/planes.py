@@ -15,6 +15,7 @@ uneven slice spacing is mapped as DICOM describes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -43,18 +44,18 @@ class SlicePlanes:
     column_direction: np.ndarray
     spacing_xy: tuple[float, float]
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray:
         """Unit normal of the slices (row direction x column direction)."""
         normal = np.cross(self.row_direction, self.column_direction)
         return normal / np.linalg.norm(normal)
 
-    @property
+    @cached_property
     def depths(self) -> np.ndarray:
         """Each slice's position along :attr:`normal`, mm."""
         return self.positions @ self.normal
 
-    @property
+    @cached_property
     def slice_gap(self) -> float:
         """Smallest distance between neighbouring slices along the normal (1 mm for one slice)."""
         depths = np.sort(self.depths)
@@ -71,6 +72,12 @@ class SlicePlanes:
             + np.outer(xy[:, 1] * self.spacing_xy[1], self.column_direction)
         )
 
+    @cached_property
+    def _inverse(self) -> np.ndarray:
+        """``(2, 3)`` exact inverse of the in-plane mapping, even for slightly non-orthogonal stored cosines."""
+        basis = np.stack([self.row_direction * self.spacing_xy[0], self.column_direction * self.spacing_xy[1]], axis=1)
+        return np.linalg.pinv(basis)
+
     def to_index(self, points: np.ndarray) -> tuple[Optional[int], np.ndarray, float]:
         """Locate planar patient ``points`` ``(n, 3)`` on the slices.
 
@@ -85,12 +92,7 @@ class SlicePlanes:
         depths = self.depths
         z = int(np.argmin(np.abs(depths - offsets.mean())))
         distance = float(np.abs(offsets - depths[z]).max())
-        relative = points - self.positions[z]
-        xy = np.stack(
-            [relative @ self.row_direction / self.spacing_xy[0],
-             relative @ self.column_direction / self.spacing_xy[1]],
-            axis=1,
-        )
+        xy = (points - self.positions[z]) @ self._inverse.T
         tolerance = max(0.01, 0.1 * self.slice_gap)
         return (z if distance <= tolerance else None), xy, distance
 

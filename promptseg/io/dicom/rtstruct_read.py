@@ -107,7 +107,7 @@ def _color(item: Dataset) -> Optional[tuple[int, int, int]]:
 def _roi_infos(dataset: Dataset, path: Path) -> list[RoiInfo]:
     """The ROIs of an RTSTRUCT data set, without reading contours into masks."""
     if "StructureSetROISequence" not in dataset:
-        raise DicomError(f"{path}: malformed RTSTRUCT, it has no Structure Set ROI Sequence")
+        raise DicomError(f"{path}: malformed RTSTRUCT, it has no Structure Set ROI Sequence (a truncated file?)")
     contours = {_int(item.get("ReferencedROINumber"), -1): item for item in dataset.get("ROIContourSequence", [])}
     types = {
         _int(item.get("ReferencedROINumber"), -1): str(item.get("RTROIInterpretedType", "") or "").strip()
@@ -164,11 +164,24 @@ def _check_frame_of_reference(dataset: Dataset, rois: list[RoiInfo], planes_uid:
 
 
 def _contour_points(contour: Dataset) -> Optional[np.ndarray]:
-    try:
-        values = np.asarray([float(v) for v in contour.get("ContourData", [])], dtype=float)
-    except (TypeError, ValueError):
+    """Contour Data as ``(n, 3)`` mm, or None when malformed.
+
+    The raw decimal strings are parsed by NumPy: pydicom's conversion to one
+    validated ``DSfloat`` object per number takes seconds on a full structure set.
+    """
+    element = contour.get_item(0x30060050)  # Contour Data, unconverted when read from a file
+    if element is None:
         return None
-    if values.size < 9 or values.size % 3:
+    try:
+        if isinstance(element.value, bytes):
+            text = element.value.decode("ascii").strip(" \x00")
+            values = np.array(text.split("\\"), dtype=float) if text else np.zeros(0)
+        else:
+            values = np.asarray([float(v) for v in (element.value or [])], dtype=float)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None
+    declared = contour.get("NumberOfContourPoints")
+    if values.size < 9 or values.size % 3 or (declared not in (None, "") and int(declared) * 3 != values.size):
         return None
     return values.reshape(-1, 3)
 
@@ -205,8 +218,10 @@ def _roi_polygons(contour_item: Dataset, planes: SlicePlanes, known_uids: set[st
         per_slice[z].append(xy)
     notes = []
     if missing_depths:
-        why = (f", {missing_referenced} of them on images missing from the series"
-               if missing_referenced else "")
+        if missing_referenced == len(missing_depths):
+            why = ", all on images missing from the series"
+        else:
+            why = f", {missing_referenced} of them on images missing from the series" if missing_referenced else ""
         notes.append(
             f"{len(missing_depths)} contours lie on no slice of the series (at {_z_range_text(missing_depths)} "
             f"along the slice normal{why}); skipped"
@@ -216,7 +231,8 @@ def _roi_polygons(contour_item: Dataset, planes: SlicePlanes, known_uids: set[st
     for kind, count in not_closed.items():
         notes.append(f"{count} {kind} contours (not closed, no area); skipped")
     if malformed:
-        notes.append(f"{malformed} contours have malformed Contour Data (not x,y,z triplets); skipped")
+        notes.append(f"{malformed} contours have malformed Contour Data (not the declared number of "
+                     "x,y,z triplets); skipped")
     return per_slice, notes
 
 

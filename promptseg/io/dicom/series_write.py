@@ -96,7 +96,7 @@ def _slice_dataset(volume: Volume, z: int, stored: np.ndarray, common: dict, pro
     direction = np.asarray(volume.direction, dtype=float)
     sx, sy, sz = volume.spacing
     dataset.ImagePositionPatient = [ds(v) for v in volume.index_to_physical(0, 0, z)]
-    dataset.ImageOrientationPatient = [ds(v) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+    dataset.ImageOrientationPatient = [ds(v, None) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
     dataset.PixelSpacing = [ds(sy), ds(sx)]
     dataset.SliceThickness = ds(sz)
     dataset.SamplesPerPixel = 1
