@@ -38,3 +38,7 @@ class ModelError(PromptsegError):
 
 class DicomError(PromptsegError):
     """A DICOM object (RTSTRUCT, SEG, series) is malformed, or does not fit the series it refers to."""
+
+
+class NodeConfigError(PromptsegError):
+    """A DICOM node configuration file is missing, not valid YAML, or breaks a rule of its schema."""

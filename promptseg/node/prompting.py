@@ -1,0 +1,100 @@
+"""Where a rule's prompts come from: an ROI of an RTSTRUCT that came with the study, a fixed box, or a prompt file.
+
+An ROI prompt is a box around the ROI on its largest cross-section (the slice where
+it covers most voxels), from which segmentation propagates through the volume --
+as STARDUST prompts from the planning GTV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import PromptsegError
+from ..prompts import ObjectPrompt, box_from_mask, load_prompt_file, make_object
+from ..volume import Volume
+from .checks import SeriesRejected
+from .config import PromptItem, Rule, compile_pattern
+
+
+def _read_rtstruct(path, reference):
+    from ..io.dicom import read_rtstruct
+
+    return read_rtstruct(path, reference)
+
+
+def largest_cross_section(mask: np.ndarray) -> tuple[int, tuple[float, float, float, float]]:
+    """``(slice, box)`` of a ``(z, y, x)`` bool mask's slice with most voxels (lowest z on ties)."""
+    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    z = int(np.argmax(areas))
+    return z, box_from_mask(mask[z])
+
+
+def _roi_prompt(item: PromptItem, volume: Volume, rtstructs: Sequence[Path], read_rtstruct: Callable) -> tuple[ObjectPrompt, str]:
+    pattern = compile_pattern(item.roi)
+    if not rtstructs:
+        raise SeriesRejected(f"no RTSTRUCT came with the study, so there is no ROI matching {item.roi!r} to prompt from")
+    seen: list[str] = []
+    problems: list[str] = []
+    for path in reversed(list(rtstructs)):  # the newest structure set first
+        try:
+            structure = read_rtstruct(path, volume)
+        except PromptsegError as error:
+            problems.append(str(error))
+            continue
+        found = [roi for roi in structure.rois if pattern.fullmatch(roi.name.strip())]
+        seen += [roi.name for roi in structure.rois]
+        if len(found) > 1:
+            names = ", ".join(roi.name for roi in found)
+            raise SeriesRejected(f"ROI pattern {item.roi!r} matches several ROIs ({names}); make it specific")
+        if found:
+            roi = found[0]
+            mask = np.asarray(structure.labels.array) == roi.label
+            if not mask.any():
+                raise SeriesRejected(f"ROI {roi.name!r} has no contour on this series")
+            z, box = largest_cross_section(mask)
+            name = item.name or f"{roi.name}_promptseg"
+            return make_object(slice=z, box=box, label=item.label, name=name), name
+    if seen:
+        raise SeriesRejected(f"no ROI matching {item.roi!r} in the study's RTSTRUCT (ROIs: {', '.join(sorted(set(seen)))})")
+    raise SeriesRejected(f"no RTSTRUCT of the study refers to this series ({'; '.join(problems)})")
+
+
+def _box_prompt(item: PromptItem, volume: Volume) -> tuple[ObjectPrompt, str]:
+    z = volume.num_slices // 2 if item.slice == "middle" else int(item.slice)
+    name = item.name or f"promptseg_{item.label}"
+    return make_object(slice=z, box=item.box, label=item.label, name=name), name
+
+
+def build_prompts(rule: Rule, volume: Volume, rtstructs: Sequence[Path] = (),
+                  read_rtstruct: Optional[Callable] = None) -> tuple[list[ObjectPrompt], dict[int, str]]:
+    """The objects ``rule`` asks for on ``volume``, and the output ROI / segment name of each label.
+
+    Args:
+        rule: a configured rule (``prompts`` or ``prompt_file``).
+        volume: the series read as a Volume.
+        rtstructs: RTSTRUCT files received for the study, oldest first (for ``roi`` prompts).
+        read_rtstruct: ``(path, reference Volume) -> RTStruct`` (default :func:`promptseg.io.dicom.read_rtstruct`).
+
+    Raises:
+        SeriesRejected: no RTSTRUCT, no (or several) matching ROIs, an empty ROI, an invalid prompt file or box.
+    """
+    try:
+        if rule.prompt_file is not None:
+            objects = load_prompt_file(rule.prompt_file, image_shape=volume.shape[1:])
+            return objects, {obj.label: obj.name or f"promptseg_{obj.label}" for obj in objects}
+        objects, names = [], {}
+        for item in rule.prompts:
+            if item.roi is not None:
+                obj, name = _roi_prompt(item, volume, rtstructs, read_rtstruct or _read_rtstruct)
+            else:
+                obj, name = _box_prompt(item, volume)
+            objects.append(obj)
+            names[item.label] = name
+        return objects, names
+    except SeriesRejected:
+        raise
+    except PromptsegError as error:
+        raise SeriesRejected(f"prompt: {error}") from None
