@@ -138,19 +138,21 @@ def free_port() -> int:
 
 
 def node_doc(storage: Path, *, quiet: float = 0.5, destinations: dict | None = None, rules: list | None = None,
-             callers: list | None = None, **node) -> dict:
-    """A config document for a node on 127.0.0.1 (any free port) sending box-prompted RTSTRUCTs to ``destinations``."""
+             callers: list | None = None, retry: dict | None = None, **node) -> dict:
+    """A config document for a node on 127.0.0.1 (any free port) sending box-prompted RTSTRUCTs to ``destinations``
+    (without destinations: writing them to the folder ``results`` next to ``storage``)."""
     destinations = destinations or {}
     return {
         "node": {"ae_title": "PROMPTSEG", "host": "127.0.0.1", "port": 0, "storage": str(storage),
                  "quiet_seconds": quiet, **node},
         "allowed_callers": callers or [{"ae_title": "CT_SCANNER"}, {"ae_title": "PLANNING"}],
         "destinations": destinations,
-        "retry": {"max_attempts": 4, "initial_delay_seconds": 0.2, "backoff_factor": 2, "max_delay_seconds": 2},
+        "retry": retry or {"max_attempts": 4, "initial_delay_seconds": 0.2, "backoff_factor": 2, "max_delay_seconds": 2},
         "rules": rules or [{
             "name": "lung", "match": {"modality": ["CT"]},
             "prompts": [{"box": TUMOUR_BOX, "slice": "middle", "label": 1, "name": "Tumour_ps"}],
-            "output": {"format": "rtstruct", "send_to": list(destinations)},
+            "output": {"format": "rtstruct", "send_to": list(destinations),
+                       **({} if destinations else {"folder": str(storage.parent / "results")})},
         }],
     }
 

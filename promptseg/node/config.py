@@ -16,6 +16,7 @@ regular expression is matched against the *whole* value, ignoring case.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
@@ -300,7 +301,7 @@ def _resolve(doc: dict, folder: Path) -> None:
     def fix(node: dict, key: str) -> None:
         value = node.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            node[key] = str(folder / value)
+            node[key] = os.path.normpath(folder / Path(value).expanduser())
         elif isinstance(value, str):
             node[key] = str(Path(value).expanduser())
 

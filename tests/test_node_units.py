@@ -1,0 +1,143 @@
+"""DICOM node parts without the network: completion timing, journal (dedupe, late instances, states),
+series checks on real CT instances, quarantine reason files, ROI prompts."""
+
+import numpy as np
+import pytest
+
+from nodekit import lung_crop, malform, write_ct_series
+from promptseg.node.checks import SeriesRejected, check_series
+from promptseg.node.completion import Completion
+from promptseg.node.journal import (DONE, FAILED, PROCESSING, QUARANTINED, QUEUED, RECEIVING, SENDING, InstanceInfo,
+                                    Journal)
+from promptseg.node.prompting import largest_cross_section
+from promptseg.node.quarantine import quarantine_job, read_reason
+from promptseg.node.storage import Storage, safe_name, write_durable
+
+
+def _info(sop, series="1.2.3", study="1.2", modality="CT"):
+    return InstanceInfo(sop_uid=sop, series_uid=series, study_uid=study, modality=modality, sop_class_uid="1.2.840.10008.5.1.4.1.1.2")
+
+
+def test_completion_needs_the_association_ended_and_the_quiet_period(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    completion = Completion(quiet_seconds=2.0)
+    completion.opened("assoc-a")
+    completion.sending("assoc-a", "1.2.3")
+    journal.add_instance(_info("1.1"), tmp_path / "a", 10, "CT", 1, now=100.0)
+    receiving = journal.jobs(RECEIVING)
+    assert completion.due(receiving, now=1000.0) == []          # association still open: never complete
+    completion.ended("assoc-a")
+    assert completion.due(receiving, now=101.9) == []           # quiet for 1.9 s < 2 s
+    assert [j.series_uid for j in completion.due(receiving, now=102.0)] == ["1.2.3"]
+    # another association sending the same series keeps it open
+    completion.sending("assoc-b", "1.2.3")
+    assert completion.due(receiving, now=200.0) == []
+    completion.ended("assoc-b")
+    assert len(completion.due(receiving, now=200.0)) == 1
+
+
+def test_journal_dedupes_and_starts_a_new_job_for_late_instances(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    first = journal.add_instance(_info("1.1"), tmp_path / "1", 10, "CT", 1)
+    second = journal.add_instance(_info("1.2"), tmp_path / "2", 10, "CT", 1)
+    assert first.new_job and not first.late and second.job_id == first.job_id and not second.new_job
+    assert journal.add_instance(_info("1.1"), tmp_path / "1", 10, "CT", 2) is None  # duplicate SOP Instance UID
+    job = journal.job(first.job_id)
+    assert journal.transition(job.id, QUEUED, "complete", expect=RECEIVING, quiet_since=job.last_instance_at)
+    assert not journal.transition(job.id, QUEUED, "again", expect=RECEIVING)          # state changed already
+    late = journal.add_instance(_info("1.3"), tmp_path / "3", 10, "CT", 3)
+    assert late.new_job and late.late and late.job_id != job.id
+    new = journal.job(late.job_id)
+    assert (new.version, new.state) == (2, RECEIVING)
+    # version 2 processes every instance of the series received so far; version 1 keeps its own
+    assert [p.name for p in journal.job_instances(new)] == ["1", "2", "3"]
+    assert [p.name for p in journal.job_instances(journal.job(job.id))] == ["1", "2"]
+    assert journal.transitions(job.id) == [(RECEIVING, "version 1"), (QUEUED, "complete")]
+
+
+def test_quiet_since_guards_against_an_instance_arriving_meanwhile(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    added = journal.add_instance(_info("1.1"), tmp_path / "1", 10, "CT", 1, now=100.0)
+    journal.add_instance(_info("1.2"), tmp_path / "2", 10, "CT", 1, now=105.0)
+    assert not journal.transition(added.job_id, QUEUED, expect=RECEIVING, quiet_since=103.0)
+    assert journal.transition(added.job_id, QUEUED, expect=RECEIVING, quiet_since=105.0)
+
+
+def test_journal_survives_reopening_and_requeues_interrupted_jobs(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    a = journal.add_instance(_info("1.1", series="9.1"), tmp_path / "1", 10, "CT", 1).job_id
+    b = journal.add_instance(_info("2.1", series="9.2"), tmp_path / "2", 10, "CT", 1).job_id
+    for job_id in (a, b):
+        journal.transition(job_id, QUEUED, expect=RECEIVING)
+    assert journal.next_queued().id == a                   # oldest first, now processing
+    journal.start_sending(b, tmp_path / "r.dcm", ["x", "y"], "rule")
+    journal.delivery_sent(b, "x")
+    journal.close()                                         # as if the process died here
+    journal = Journal(path)
+    assert journal.requeue_interrupted() == [a]
+    assert journal.job(a).state == QUEUED
+    assert [(d.destination, d.state) for d in journal.deliveries(b)] == [("x", "sent"), ("y", "pending")]
+    assert journal.settle(b) is None                        # y still pending
+    journal.delivery_failed(b, "y", "down", retry_at=None)
+    assert journal.settle(b) == FAILED
+    assert journal.job(b).state == FAILED
+    assert journal.transition(a, PROCESSING, expect=QUEUED)
+    assert journal.transition(a, QUARANTINED, "bad", expect=PROCESSING, reason="bad")
+    assert journal.job(a).reason == "bad"
+    journal.start_sending(a, tmp_path / "r.dcm", [], "rule")
+    assert journal.settle(a) == DONE and SENDING not in {j.state for j in journal.jobs()}
+
+
+def test_write_durable_and_safe_names(tmp_path):
+    write_durable(tmp_path / "a" / "b.dcm", b"data")
+    assert (tmp_path / "a" / "b.dcm").read_bytes() == b"data"
+    assert list((tmp_path / "a").iterdir()) == [tmp_path / "a" / "b.dcm"]  # no temporary left
+    assert safe_name("1.2.840.10008.1") == "1.2.840.10008.1"
+    assert safe_name("../../etc/passwd").startswith("x") and "/" not in safe_name("../../etc/passwd")
+
+
+def test_series_checks_accept_a_real_series_and_name_each_defect(tmp_path):
+    files = write_ct_series(tmp_path / "ok")
+    header = check_series(files)
+    assert (header.count, header.rows, header.columns) == (5, 64, 64)
+    assert header.slice_step == pytest.approx(lung_crop().spacing[2])
+    for kind in ("missing-slice", "truncated", "mixed-size"):
+        broken = write_ct_series(tmp_path / kind)
+        words = malform(broken, kind)
+        with pytest.raises(SeriesRejected, match=words):
+            check_series([p for p in broken if p.exists()])
+    duplicate = write_ct_series(tmp_path / "dup")
+    import pydicom
+
+    ds = pydicom.dcmread(duplicate[2])
+    ds.ImagePositionPatient = pydicom.dcmread(duplicate[1]).ImagePositionPatient
+    ds.save_as(duplicate[2])
+    with pytest.raises(SeriesRejected, match="two instances at the same slice position"):
+        check_series(duplicate)
+    with pytest.raises(SeriesRejected, match="the series has no instances"):
+        check_series([])
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(SeriesRejected, match="junk.dcm is not readable DICOM"):
+        check_series([tmp_path / "junk.dcm"])
+
+
+def test_quarantine_folder_holds_the_instances_and_a_reason(tmp_path):
+    storage = Storage(tmp_path / "store")
+    journal = Journal(storage.journal)
+    files = write_ct_series(tmp_path / "in")
+    added = journal.add_instance(_info("1.1", series="1.2.3.4"), files[0], 10, "CT_SCANNER", 1)
+    folder = quarantine_job(storage, journal.job(added.job_id), files, "missing slices: a gap of 10.00 mm")
+    assert folder.name == f"{added.job_id}-1.2.3.4"
+    assert sorted(p.name for p in folder.glob("*.dcm")) == sorted(p.name for p in files)
+    assert read_reason(folder) == "missing slices: a gap of 10.00 mm"
+    text = (folder / "reason.txt").read_text()
+    assert "calling AE: CT_SCANNER" in text and "Test^Node" not in text and "NODE-TEST" not in text  # no patient data
+
+
+def test_largest_cross_section_box():
+    mask = np.zeros((4, 10, 10), bool)
+    mask[1, 2:4, 2:4] = True
+    mask[2, 3:8, 1:6] = True   # the largest
+    mask[3, 5, 5] = True
+    assert largest_cross_section(mask) == (2, (1.0, 3.0, 5.0, 7.0))
