@@ -100,7 +100,8 @@ def malform(files: list[Path], kind: str) -> str:
 
 
 def fake_writer(labels, reference, path, *, fmt, names, series_description, algorithm):
-    """Stand-in output step: a minimal RT Structure Set / Segmentation header with new UIDs and the label counts."""
+    """Stand-in output step: a minimal RT Structure Set / Segmentation header with new UIDs, the referenced
+    series (as an RTSTRUCT refers to it) and the voxel count of each label."""
     from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
     from promptseg.node.storage import write_durable
@@ -115,6 +116,11 @@ def fake_writer(labels, reference, path, *, fmt, names, series_description, algo
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Modality = "RTSTRUCT" if fmt == "rtstruct" else "SEG"
     ds.SeriesDescription = series_description
+    series, study, frame = pydicom.Dataset(), pydicom.Dataset(), pydicom.Dataset()
+    series.SeriesInstanceUID = reference.metadata["series_uid"]
+    study.RTReferencedSeriesSequence = [series]
+    frame.RTReferencedStudySequence = [study]
+    ds.ReferencedFrameOfReferenceSequence = [frame]
     ds.ImageComments = ";".join(f"{name}={int((labels.array == label).sum())}" for label, name in sorted(names.items()))
     import io
 

@@ -1,0 +1,149 @@
+"""Crash safety: the node process is killed with SIGKILL mid-run and restarted; every result reaches the
+receiving dcmtk storescp exactly once, counted by SOP Instance UID.
+
+DICOM has no two-phase commit: the node records "sent" right after the peer's success status, so a kill
+between the peer storing a result and that record makes the restarted node send the *same* result file (same
+SOP Instance UID) again, which a receiver keyed on SOP Instance UID (PACS, TPS) holds once. storescp runs
+with ``+uf`` so such a resend shows as a second file: the tests allow at most one per kill and check that the
+results' SOP Instance UIDs are exactly one per series.
+
+* ``test_sigkill_stand_in_model`` runs the node in a subprocess through :func:`promptseg.node.run_node` with the
+  fast stand-in model and output step of the other node tests, and kills it twice.
+* ``test_sigkill_cli_real_model`` runs the real ``promptseg dicom-node --config node.yaml`` command with the
+  bundled LiteMedSAM and the RTSTRUCT writer of :mod:`promptseg.io.dicom`, and kills it once.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+import yaml
+
+from datafiles import REPO
+from nodekit import StoreSCP, free_port, node_doc, storescu, write_ct_series
+
+TESTS = Path(__file__).resolve().parent
+
+_STAND_IN = """
+import logging, sys
+from promptseg.node import load_config, run_node
+from nodekit import fake_writer, threshold_factory
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+run_node(load_config(sys.argv[1]), segmenter_factory=threshold_factory, writer=fake_writer, poll_seconds=0.05)
+"""
+
+
+class NodeProcess:
+    """A node in its own process (so it can be SIGKILLed), logging to ``log``."""
+
+    def __init__(self, command: list[str], port: int, log: Path) -> None:
+        self.command, self.port, self.log = command, port, log
+        self.process = None
+
+    def start(self, timeout: float = 120) -> "NodeProcess":
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the node exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            if "listening on" in self.log.read_text():
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"the node did not start: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=120)
+
+
+def _states(journal: Path) -> list[str]:
+    if not journal.exists():
+        return []
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10) as db:
+        try:
+            return [row[0] for row in db.execute("SELECT state FROM jobs ORDER BY id")]
+        except sqlite3.OperationalError:   # schema not created yet
+            return []
+
+
+def _wait(predicate, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; node log: {log.read_text()[-3000:]}")
+
+
+def _scenario(tmp_path: Path, command, series_count: int, kills: list[int], timeout: float) -> None:
+    """Push ``series_count`` series, SIGKILL the node each time ``kills[i]`` jobs are done, restart it, finish."""
+    series = [write_ct_series(tmp_path / "in" / f"s{i}", series_number=i + 1) for i in range(series_count)]
+    port = free_port()
+    with StoreSCP(tmp_path / "received") as scp:
+        doc = node_doc(tmp_path / "store", quiet=0.5, destinations={"tps": scp.destination()}, port=port,
+                       retry={"max_attempts": 10, "initial_delay_seconds": 0.2, "backoff_factor": 2, "max_delay_seconds": 1})
+        config = tmp_path / "node.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        journal = tmp_path / "store" / "journal.sqlite3"
+        log = tmp_path / "node.log"
+        node = NodeProcess(command(config), port, log).start()
+        files = [p for s in series for p in s]
+        push = storescu(files, port)
+        assert push.returncode == 0, push.stderr
+        for done in kills:
+            _wait(lambda: _states(journal).count("done") >= done, timeout, f"{done} jobs done", log)
+            states = _states(journal)
+            assert states.count("done") < series_count, "everything finished before the kill: make the scenario longer"
+            node.kill()
+            node = NodeProcess(command(config), port, log).start()
+        _wait(lambda: _states(journal) == ["done"] * series_count, timeout, "every job done", log)
+        assert node.terminate() == 0
+        received = scp.received()
+    text = log.read_text()
+    assert text.count("listening on") == len(kills) + 1
+    assert "recovery:" in text
+    sop_uids = {ds.SOPInstanceUID for ds in received}
+    assert len(sop_uids) == series_count, f"{len(sop_uids)} distinct results for {series_count} series"
+    resent = len(received) - series_count
+    assert 0 <= resent <= len(kills), f"{resent} results received twice after {len(kills)} kill(s)"
+    per_series = {}
+    for ds in received:
+        per_series.setdefault(_referenced_series(ds), set()).add(ds.SOPInstanceUID)
+    assert sorted(per_series) == sorted(pydicom.dcmread(s[0]).SeriesInstanceUID for s in series)
+    assert all(len(uids) == 1 for uids in per_series.values())   # one result per input series
+
+
+def _referenced_series(ds):
+    """The Series Instance UID an RTSTRUCT refers to."""
+    study = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    return study.RTReferencedSeriesSequence[0].SeriesInstanceUID
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_stand_in_model(tmp_path):
+    _scenario(tmp_path, lambda config: [sys.executable, "-c", _STAND_IN, str(config)], series_count=12,
+              kills=[2, 6], timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigkill_cli_real_model(tmp_path):
+    dicom = pytest.importorskip("promptseg.io.dicom")
+    if not hasattr(dicom, "write_rtstruct"):
+        pytest.skip("needs the RTSTRUCT writer of promptseg.io.dicom (branch dicom-rt)")
+    _scenario(tmp_path, lambda config: [sys.executable, "-m", "promptseg.cli", "dicom-node", "--config", str(config)],
+              series_count=4, kills=[1], timeout=600)
