@@ -279,3 +279,35 @@ def test_tls_node_and_tls_destination(tmp_path):
         node.stop()
         server.shutdown()
     assert len(received) == 1 and received[0].Modality == "RTSTRUCT"
+
+
+def test_rules_pick_prompts_and_outputs_and_unmatched_series_are_quarantined(tmp_path):
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text('{"objects": [{"slice": 2, "box": [16, 16, 48, 48], "label": 3, "name": "FromFile"}]}')
+    out = tmp_path / "out"
+    rules = [
+        {"name": "planning", "match": {"modality": ["CT"], "calling_ae": ["PLANNING"]},
+         "prompt_file": str(prompt_file), "output": {"format": "seg", "folder": str(out)}},
+        {"name": "thorax", "match": {"series_description": ".*thorax.*"},
+         "prompts": [{"box": [16, 16, 48, 48], "name": "Boxed"}], "output": {"folder": str(out)}},
+    ]
+    planning = write_ct_series(tmp_path / "in1", description="ABDOMEN")
+    thorax = write_ct_series(tmp_path / "in2", description="CT Thorax 5mm")
+    nothing = write_ct_series(tmp_path / "in3", description="ABDOMEN")
+    node = _node(tmp_path, rules=rules)
+    try:
+        assert storescu(planning, node.port, calling="PLANNING").returncode == 0
+        assert storescu(thorax, node.port).returncode == 0
+        assert storescu(nothing, node.port).returncode == 0
+        assert _wait(lambda: len(node.journal.jobs()) == 3 and not node.pending())
+        first, second, third = node.journal.jobs()
+    finally:
+        node.stop()
+    assert (first.state, first.rule, second.state, second.rule) == (DONE, "planning", DONE, "thorax")
+    assert third.state == QUARANTINED
+    assert third.reason == ("no rule matches this series (modality CT, calling AE CT_SCANNER, body part 'CHEST', "
+                            "series description 'ABDOMEN')")
+    seg = pydicom.dcmread(out / f"{first.series_uid}-v1-seg.dcm")
+    rtstruct = pydicom.dcmread(out / f"{second.series_uid}-v1-rtstruct.dcm")
+    assert seg.Modality == "SEG" and seg.ImageComments.startswith("FromFile=")
+    assert rtstruct.Modality == "RTSTRUCT" and rtstruct.ImageComments.startswith("Boxed=")

@@ -141,3 +141,64 @@ def test_largest_cross_section_box():
     mask[2, 3:8, 1:6] = True   # the largest
     mask[3, 5, 5] = True
     assert largest_cross_section(mask) == (2, (1.0, 3.0, 5.0, 7.0))
+
+
+class _Roi:
+    def __init__(self, name, label):
+        self.name, self.label = name, label
+
+
+class _Structure:
+    def __init__(self, labels, rois):
+        self.labels, self.rois = labels, rois
+
+
+def _rule(prompts):
+    from nodekit import node_doc
+    from promptseg.node import validate_config
+
+    doc = node_doc(__import__("pathlib").Path("/tmp/unused"), rules=[
+        {"name": "r", "prompts": prompts, "output": {"folder": "/tmp/unused-out"}}])
+    return validate_config(doc).rules[0]
+
+
+def test_roi_prompts_box_on_the_largest_cross_section_and_clear_reasons(tmp_path):
+    """ROI prompt logic with a stand-in RTSTRUCT reader (the real reader is tested end to end in test_node_rtstruct)."""
+    from promptseg.node.prompting import build_prompts
+
+    volume = lung_crop()
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[1, 10:20, 10:30] = 1          # GTV: largest on slice 2
+    labels[2, 8:22, 6:34] = 1
+    labels[2, 40:50, 40:50] = 2          # CTV
+    structure = _Structure(volume.with_array(labels), [_Roi("GTV_1", 1), _Roi("CTV", 2), _Roi("GTV_empty", 3)])
+    reader = lambda path, reference: structure  # noqa: E731
+    rtstructs = [tmp_path / "rs.dcm"]
+
+    prompts, names = build_prompts(_rule([{"roi": "gtv_1", "label": 4}, {"box": [1, 2, 30, 40], "label": 2, "name": "Box"}]),
+                                   volume, rtstructs, read_rtstruct=reader)
+    (z, slice_prompt), = prompts[0].slices.items()
+    assert (z, slice_prompt.box, prompts[0].label) == (2, (6.0, 8.0, 33.0, 21.0), 4)
+    (z, slice_prompt), = prompts[1].slices.items()
+    assert (z, slice_prompt.box) == (volume.num_slices // 2, (1.0, 2.0, 30.0, 40.0))
+    assert names == {4: "GTV_1_promptseg", 2: "Box"}
+
+    def reason(prompts, rtstructs=rtstructs, reader=reader):
+        with pytest.raises(SeriesRejected) as info:
+            build_prompts(_rule(prompts), volume, rtstructs, read_rtstruct=reader)
+        return str(info.value)
+
+    assert reason([{"roi": "GTV.*"}]) == "ROI pattern 'GTV.*' matches several ROIs (GTV_1, GTV_empty); make it specific"
+    assert reason([{"roi": "PTV"}]) == "no ROI matching 'PTV' in the study's RTSTRUCT (ROIs: CTV, GTV_1, GTV_empty)"
+    assert reason([{"roi": "GTV_empty"}]) == "ROI 'GTV_empty' has no contour on this series"
+    assert reason([{"roi": "GTV_1"}], rtstructs=[]) == (
+        "no RTSTRUCT came with the study, so there is no ROI matching 'GTV_1' to prompt from")
+
+    def other_series(path, reference):
+        from promptseg.errors import PromptsegError
+
+        raise PromptsegError("rs.dcm refers to series 1.2.3, not this one")
+
+    assert reason([{"roi": "GTV_1"}], reader=other_series) == (
+        "no RTSTRUCT of the study refers to this series (rs.dcm refers to series 1.2.3, not this one)")
+    assert reason([{"box": [1, 2, 30, 40], "slice": 9}]).startswith("prompt: ")

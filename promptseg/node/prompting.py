@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import PromptsegError
-from ..prompts import ObjectPrompt, box_from_mask, load_prompt_file, make_object
+from ..prompts import ObjectPrompt, box_from_mask, load_prompt_file, make_object, validate
 from ..volume import Volume
 from .checks import SeriesRejected
 from .config import PromptItem, Rule, compile_pattern
@@ -84,15 +84,18 @@ def build_prompts(rule: Rule, volume: Volume, rtstructs: Sequence[Path] = (),
     try:
         if rule.prompt_file is not None:
             objects = load_prompt_file(rule.prompt_file, image_shape=volume.shape[1:])
-            return objects, {obj.label: obj.name or f"promptseg_{obj.label}" for obj in objects}
-        objects, names = [], {}
-        for item in rule.prompts:
-            if item.roi is not None:
-                obj, name = _roi_prompt(item, volume, rtstructs, read_rtstruct or _read_rtstruct)
-            else:
-                obj, name = _box_prompt(item, volume)
-            objects.append(obj)
-            names[item.label] = name
+            names = {obj.label: obj.name or f"promptseg_{obj.label}" for obj in objects}
+        else:
+            objects, names = [], {}
+            for item in rule.prompts:
+                if item.roi is not None:
+                    obj, name = _roi_prompt(item, volume, rtstructs, read_rtstruct or _read_rtstruct)
+                else:
+                    obj, name = _box_prompt(item, volume)
+                objects.append(obj)
+                names[item.label] = name
+        for obj in objects:
+            validate(obj, volume.shape)
         return objects, names
     except SeriesRejected:
         raise
