@@ -36,6 +36,19 @@ def test_completion_needs_the_association_ended_and_the_quiet_period(tmp_path):
     assert len(completion.due(receiving, now=200.0)) == 1
 
 
+def test_a_series_waits_for_the_other_series_of_its_study(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    completion = Completion(quiet_seconds=2.0)
+    journal.add_instance(_info("1.1", series="ct", study="s1"), tmp_path / "a", 10, "CT", 1, now=100.0)
+    journal.add_instance(_info("2.1", series="rs", study="s1", modality="RTSTRUCT"), tmp_path / "b", 10, "CT", 2, now=100.0)
+    journal.add_instance(_info("3.1", series="other", study="s2"), tmp_path / "c", 10, "CT", 2, now=100.0)
+    completion.sending("assoc-2", "rs")              # the structure set is still arriving
+    due = completion.due(journal.jobs(RECEIVING), now=110.0)
+    assert [job.series_uid for job in due] == ["other"]
+    completion.ended("assoc-2")
+    assert [job.series_uid for job in completion.due(journal.jobs(RECEIVING), now=110.0)] == ["ct", "rs", "other"]
+
+
 def test_journal_dedupes_and_starts_a_new_job_for_late_instances(tmp_path):
     journal = Journal(tmp_path / "j.sqlite3")
     first = journal.add_instance(_info("1.1"), tmp_path / "1", 10, "CT", 1)

@@ -1,6 +1,8 @@
 """When is a series complete? DICOM has no "end of series" message, so (as Orthanc's stable age and
 mercure's series trigger do) the node waits: a series is complete when every association that sent
-instances of it has ended (released or aborted) **and** no new instance arrived for ``quiet_seconds``.
+instances of it has ended (released or aborted) **and** no new instance arrived for ``quiet_seconds``
+-- and the same holds for the other series of its study still arriving (so that an RTSTRUCT sent with
+the images is there for ROI prompts).
 
 :class:`Completion` keeps, in memory, which open association sent which series (after a restart no
 association is open, so only the quiet period counts). The journal keeps the time of each series' last
@@ -42,7 +44,12 @@ class Completion:
             return set().union(*self._open.values()) if self._open else set()
 
     def due(self, receiving: Iterable[Job], now: float) -> list[Job]:
-        """The jobs among ``receiving`` whose series is complete at time ``now`` (seconds since the epoch)."""
+        """The jobs among ``receiving`` (every job in that state) whose series is complete at ``now`` (seconds
+        since the epoch): the series is quiet and so is every other series of its study that is still
+        receiving -- an RTSTRUCT sent with the study is there when its image series is processed."""
         busy = self.busy_series()
-        return [job for job in receiving
-                if job.series_uid not in busy and now - job.last_instance_at >= self.quiet_seconds]
+        receiving = list(receiving)
+        quiet = {job.id: job.series_uid not in busy and now - job.last_instance_at >= self.quiet_seconds
+                 for job in receiving}
+        unsettled = {job.study_uid for job in receiving if not quiet[job.id] and job.study_uid}
+        return [job for job in receiving if quiet[job.id] and job.study_uid not in unsettled]

@@ -173,13 +173,16 @@ class Journal:
 
     def add_instance(self, info: InstanceInfo, path: Path, size: int, calling_ae: Optional[str],
                      association_id: Optional[int], now: Optional[float] = None) -> Optional[Added]:
-        """Record a received instance (already durable at ``path``) and attach it to its series' open job.
+        """Record a received instance (already durable at ``path``) and attach it to its series' open job;
+        count it for its association.
 
-        Returns None if the SOP Instance UID was already recorded (a duplicate: nothing changes).
+        Returns None if the SOP Instance UID was already recorded (a duplicate: only the association's
+        duplicate count changes).
         """
         now = now or time.time()
         with self._tx() as db:
             if db.execute("SELECT 1 FROM instances WHERE sop_uid=?", (info.sop_uid,)).fetchone():
+                db.execute("UPDATE associations SET duplicates=duplicates+1, bytes=bytes+? WHERE id=?", (size, association_id))
                 return None
             latest = db.execute("SELECT id, state, version FROM jobs WHERE series_uid=? ORDER BY version DESC LIMIT 1",
                                 (info.series_uid,)).fetchone()
@@ -201,6 +204,7 @@ class Journal:
                        "received_at, association_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
                        (info.sop_uid, info.series_uid, info.study_uid, info.modality, info.sop_class_uid, job_id,
                         str(path), size, now, association_id))
+            db.execute("UPDATE associations SET instances=instances+1, bytes=bytes+? WHERE id=?", (size, association_id))
             return Added(job_id=job_id, new_job=new_job, late=latest is not None and latest["state"] != RECEIVING)
 
     def known_paths(self) -> set[str]:

@@ -199,12 +199,10 @@ class Receiver:
             return OUT_OF_RESOURCES
         self.completion.sending(id(event.assoc), info.series_uid)
         added = self.journal.add_instance(info, path, len(data), record.calling_ae, record.id)
-        if added is None:
+        if added is None:  # the same instance arrived meanwhile on another association
             record.duplicates += 1
-            self.journal.count_association(record.id, "duplicates", len(data))
             return SUCCESS
         record.instances += 1
-        self.journal.count_association(record.id, "instances", len(data))
         if added.new_job:
             what = "late instance(s) after the series was dispatched: " if added.late else ""
             LOG.info("series %s (%s): %snew job %d", info.series_uid, info.modality or "?", what, added.job_id)
