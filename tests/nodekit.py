@@ -1,7 +1,7 @@
 """Helpers of the DICOM node tests: small real CT series, node configs, dcmtk peers.
 
 Series are 64 x 64 x 5 crops of the bundled lung CT (promptseg/data/lung1_image.nrrd) around
-its tumour, written as CT Image Storage instances with pydicom.
+its tumour, written as CT image series with promptseg.io.dicom.write_series.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
 from datafiles import REPO
 
@@ -40,41 +40,14 @@ def lung_crop():
 def write_ct_series(folder: Path, *, study_uid: str | None = None, series_uid: str | None = None,
                     description: str = "THORAX 5mm", body_part: str = "CHEST", patient_id: str = "NODE-TEST",
                     series_number: int = 1) -> list[Path]:
-    """The lung crop as a CT series (one file per slice) in ``folder``; returns the files in slice order."""
-    volume = lung_crop()
-    folder.mkdir(parents=True, exist_ok=True)
-    study_uid = study_uid or generate_uid()
-    series_uid = series_uid or generate_uid()
-    frame_uid = generate_uid()
-    sx, sy, sz = volume.spacing
-    files = []
-    for z in range(volume.num_slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = patient_id, "Test^Node", "", "O"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "", ""
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", series_number, z + 1
-        ds.SeriesDescription, ds.BodyPartExamined, ds.Manufacturer = description, body_part, "promptseg tests"
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [float(volume.origin[0]), float(volume.origin[1]), float(volume.origin[2] + z * sz)]
-        ds.PixelSpacing = [sy, sx]
-        ds.SliceThickness = sz
-        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-        ds.PixelData = np.ascontiguousarray(volume.array[z].astype(np.int16)).tobytes()
-        path = folder / f"ct_{z:03d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return files
+    """The lung crop as a CT series (one file per slice, promptseg.io.dicom.write_series) in the new folder
+    ``folder``; returns the files in slice order."""
+    from promptseg.io.dicom import write_series
+
+    uids = {key: value for key, value in (("study", study_uid), ("series", series_uid)) if value}
+    return write_series(lung_crop(), folder, modality="CT", patient_name="Test^Node", patient_id=patient_id,
+                        series_description=description, series_number=series_number, body_part=body_part,
+                        uids=uids or None)
 
 
 def malform(files: list[Path], kind: str) -> str:

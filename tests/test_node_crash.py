@@ -8,7 +8,7 @@ with ``+uf`` so such a resend shows as a second file: the tests allow at most on
 results' SOP Instance UIDs are exactly one per series.
 
 * ``test_sigkill_stand_in_model`` runs the node in a subprocess through :func:`promptseg.node.run_node` with the
-  fast stand-in model and output step of the other node tests, and kills it twice.
+  fast stand-in model of the other node tests (real RTSTRUCT output), and kills it twice.
 * ``test_sigkill_cli_real_model`` runs the real ``promptseg dicom-node --config node.yaml`` command with the
   bundled LiteMedSAM and the RTSTRUCT writer of :mod:`promptseg.io.dicom`, and kills it once.
 """
@@ -33,10 +33,10 @@ TESTS = Path(__file__).resolve().parent
 _STAND_IN = """
 import logging, sys
 from promptseg.node import load_config, run_node
-from nodekit import fake_writer, threshold_factory
+from nodekit import threshold_factory
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-run_node(load_config(sys.argv[1]), segmenter_factory=threshold_factory, writer=fake_writer, poll_seconds=0.05)
+run_node(load_config(sys.argv[1]), segmenter_factory=threshold_factory, poll_seconds=0.05)
 """
 
 

@@ -3,14 +3,18 @@
 20 series from allowed callers (17 good, 3 malformed) pushed in 4 associations, two at a time, plus one
 association from an AE title that is not on the allow-list: 17 results at storescp (one per good series,
 no duplicates), 3 series quarantined with their reasons, 1 association refused, every instance journaled.
-The model is the fast stand-in of tests/fakes.py: this test is about the node, not the model.
+The model is the fast stand-in of tests/fakes.py (this test is about the node, not the model); the results
+are real RTSTRUCTs (promptseg.io.dicom.write_rtstruct), read back on their series.
 """
 
 import subprocess
 
 import pytest
 
-from nodekit import StoreSCP, dcmtk, fake_writer, malform, node_doc, threshold_factory, write_ct_series
+from fakes import ThresholdSegmenter
+from nodekit import TUMOUR_BOX, StoreSCP, dcmtk, malform, node_doc, threshold_factory, write_ct_series
+import promptseg
+from promptseg.io.dicom import read_dicom_series, read_rtstruct
 from promptseg.node import DicomNode, validate_config
 from promptseg.node.journal import DONE, QUARANTINED
 from promptseg.node.quarantine import read_reason
@@ -32,7 +36,7 @@ def test_twenty_series_three_malformed_one_refused_none_lost(tmp_path):
 
     with StoreSCP(tmp_path / "received") as scp:
         config = validate_config(node_doc(tmp_path / "store", quiet=0.5, destinations={"tps": scp.destination()}))
-        node = DicomNode(config, segmenter_factory=threshold_factory, writer=fake_writer, poll_seconds=0.05).start()
+        node = DicomNode(config, segmenter_factory=threshold_factory, poll_seconds=0.05).start()
         try:
             pushes = []
             for batch in range(4):
@@ -53,6 +57,7 @@ def test_twenty_series_three_malformed_one_refused_none_lost(tmp_path):
         finally:
             node.stop()
         received = scp.received()
+        received_files = sorted(p for p in scp.folder.iterdir() if p.is_file())
 
     # 0 lost: every series sent by an allowed caller has a job, with every instance sent
     assert sorted(jobs) == sorted(uids)
@@ -61,8 +66,16 @@ def test_twenty_series_three_malformed_one_refused_none_lost(tmp_path):
     assert next(a for a in associations if a["outcome"] == "refused")["calling_ae"] == "INTRUDER"
     # 17 results, one per good series, each exactly once
     assert len(received) == 17 and len({ds.SOPInstanceUID for ds in received}) == 17
-    assert all(ds.Modality == "RTSTRUCT" and ds.ImageComments.startswith("Tumour_ps=") for ds in received)
-    assert all(int(ds.ImageComments.split("=")[1]) > 0 for ds in received)
+    assert all(ds.Modality == "RTSTRUCT" for ds in received)
+    assert all([roi.ROIName for roi in ds.StructureSetROISequence] == ["Tumour_ps"] for ds in received)
+    by_series = {_referenced_series(ds): path for ds, path in zip(received, received_files)}
+    good = [i for i in range(20) if i not in defects]
+    assert sorted(by_series) == sorted(uids[i] for i in good)
+    # one result read back on its series: the stand-in model's mask, through RTSTRUCT and back
+    volume = read_dicom_series(series[good[0]][0].parent)
+    expected = promptseg.segment(volume, promptseg.make_object(slice=2, box=TUMOUR_BOX, label=1), ThresholdSegmenter()).mask(1)
+    back = read_rtstruct(by_series[uids[good[0]]], volume).labels.array == 1
+    assert expected.sum() > 100 and promptseg.dice(back, expected) >= 0.97
     # 3 quarantined, each with its reason
     for i, uid in enumerate(uids):
         job = jobs[uid]
@@ -79,3 +92,8 @@ def pydicom_uid(path) -> str:
     import pydicom
 
     return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _referenced_series(ds) -> str:
+    study = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    return str(study.RTReferencedSeriesSequence[0].SeriesInstanceUID)

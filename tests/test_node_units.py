@@ -161,9 +161,26 @@ class _Roi:
         self.name, self.label = name, label
 
 
-class _Structure:
-    def __init__(self, labels, rois):
-        self.labels, self.rois = labels, rois
+class _StandInDicom:
+    """list_rois / read_roi_mask of one RTSTRUCT holding ``rois`` {name: mask}."""
+
+    def __init__(self, rois, error=None):
+        self.rois, self.error = rois, error
+
+    def list_rois(self, path):
+        return [_Roi(name, i + 1) for i, name in enumerate(self.rois)]
+
+    def read_roi_mask(self, path, reference, pattern):
+        import re
+
+        from promptseg.errors import PromptError
+
+        if self.error is not None:
+            raise self.error
+        (name,) = [n for n in self.rois if re.fullmatch(pattern, n, re.IGNORECASE)]
+        if not self.rois[name].any():
+            raise PromptError(f"ROI '{name}' has no voxel on this series")
+        return self.rois[name], None
 
 
 def _rule(prompts):
@@ -176,29 +193,29 @@ def _rule(prompts):
 
 
 def test_roi_prompts_box_on_the_largest_cross_section_and_clear_reasons(tmp_path):
-    """ROI prompt logic with a stand-in RTSTRUCT reader (the real reader is tested end to end in test_node_rtstruct)."""
+    """ROI prompt logic with a stand-in RTSTRUCT reader (the real one runs in test_node_rtstruct.py)."""
     from promptseg.node.prompting import build_prompts
 
     volume = lung_crop()
-    labels = np.zeros(volume.shape, np.uint8)
-    labels[1, 10:20, 10:30] = 1          # GTV: largest on slice 2
-    labels[2, 8:22, 6:34] = 1
-    labels[2, 40:50, 40:50] = 2          # CTV
-    structure = _Structure(volume.with_array(labels), [_Roi("GTV_1", 1), _Roi("CTV", 2), _Roi("GTV_empty", 3)])
-    reader = lambda path, reference: structure  # noqa: E731
+    gtv = np.zeros(volume.shape, bool)
+    gtv[1, 10:20, 10:30] = True          # largest on slice 2
+    gtv[2, 8:22, 6:34] = True
+    ctv = np.zeros(volume.shape, bool)
+    ctv[2, 40:50, 40:50] = True
+    dicom = _StandInDicom({"GTV_1": gtv, "CTV": ctv, "GTV_empty": np.zeros(volume.shape, bool)})
     rtstructs = [tmp_path / "rs.dcm"]
 
     prompts, names = build_prompts(_rule([{"roi": "gtv_1", "label": 4}, {"box": [1, 2, 30, 40], "label": 2, "name": "Box"}]),
-                                   volume, rtstructs, read_rtstruct=reader)
+                                   volume, rtstructs, dicom=dicom)
     (z, slice_prompt), = prompts[0].slices.items()
     assert (z, slice_prompt.box, prompts[0].label) == (2, (6.0, 8.0, 33.0, 21.0), 4)
     (z, slice_prompt), = prompts[1].slices.items()
     assert (z, slice_prompt.box) == (volume.num_slices // 2, (1.0, 2.0, 30.0, 40.0))
     assert names == {4: "GTV_1_promptseg", 2: "Box"}
 
-    def reason(prompts, rtstructs=rtstructs, reader=reader):
+    def reason(prompts, rtstructs=rtstructs, dicom=dicom):
         with pytest.raises(SeriesRejected) as info:
-            build_prompts(_rule(prompts), volume, rtstructs, read_rtstruct=reader)
+            build_prompts(_rule(prompts), volume, rtstructs, dicom=dicom)
         return str(info.value)
 
     assert reason([{"roi": "GTV.*"}]) == "ROI pattern 'GTV.*' matches several ROIs (GTV_1, GTV_empty); make it specific"
@@ -206,12 +223,10 @@ def test_roi_prompts_box_on_the_largest_cross_section_and_clear_reasons(tmp_path
     assert reason([{"roi": "GTV_empty"}]) == "ROI 'GTV_empty' has no contour on this series"
     assert reason([{"roi": "GTV_1"}], rtstructs=[]) == (
         "no RTSTRUCT came with the study, so there is no ROI matching 'GTV_1' to prompt from")
+    from promptseg.errors import DicomError
 
-    def other_series(path, reference):
-        from promptseg.errors import PromptsegError
-
-        raise PromptsegError("rs.dcm refers to series 1.2.3, not this one")
-
-    assert reason([{"roi": "GTV_1"}], reader=other_series) == (
-        "no RTSTRUCT of the study refers to this series (rs.dcm refers to series 1.2.3, not this one)")
+    other = _StandInDicom({"GTV_1": gtv}, error=DicomError("rs.dcm: Frame of Reference 1.2.3 is not the series' 4.5.6"))
+    assert reason([{"roi": "GTV_1"}], dicom=other) == (
+        "no RTSTRUCT of the study with an ROI matching 'GTV_1' refers to this series "
+        "(rs.dcm: Frame of Reference 1.2.3 is not the series' 4.5.6)")
     assert reason([{"box": [1, 2, 30, 40], "slice": 9}]).startswith("prompt: ")

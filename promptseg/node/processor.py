@@ -34,9 +34,9 @@ SegmenterFactory = Callable[[str, Optional[Path]], object]
 def write_result(labels: Volume, reference: Volume, path: Path, *, fmt: str, names: dict[int, str],
                  series_description: str, algorithm: str) -> Path:
     """Write ``labels`` as an RTSTRUCT or a SEG referencing ``reference`` (the dicom-rt writers)."""
-    from ..io.dicom import write_rtstruct, write_seg
+    from ..io import dicom
 
-    write = write_rtstruct if fmt == "rtstruct" else write_seg
+    write = dicom.write_rtstruct if fmt == "rtstruct" else dicom.write_seg
     return write(labels, reference, path, names=names, series_description=series_description, algorithm=algorithm)
 
 

@@ -7,22 +7,23 @@ as STARDUST prompts from the planning GTV.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..errors import PromptsegError
+from ..errors import DicomError, PromptsegError
 from ..prompts import ObjectPrompt, box_from_mask, load_prompt_file, make_object, validate
 from ..volume import Volume
 from .checks import SeriesRejected
 from .config import PromptItem, Rule, compile_pattern
 
 
-def _read_rtstruct(path, reference):
-    from ..io.dicom import read_rtstruct
+def _dicom_io():
+    from ..io import dicom
 
-    return read_rtstruct(path, reference)
+    return dicom
 
 
 def largest_cross_section(mask: np.ndarray) -> tuple[int, tuple[float, float, float, float]]:
@@ -32,7 +33,7 @@ def largest_cross_section(mask: np.ndarray) -> tuple[int, tuple[float, float, fl
     return z, box_from_mask(mask[z])
 
 
-def _roi_prompt(item: PromptItem, volume: Volume, rtstructs: Sequence[Path], read_rtstruct: Callable) -> tuple[ObjectPrompt, str]:
+def _roi_prompt(item: PromptItem, volume: Volume, rtstructs: Sequence[Path], dicom) -> tuple[ObjectPrompt, str]:
     pattern = compile_pattern(item.roi)
     if not rtstructs:
         raise SeriesRejected(f"no RTSTRUCT came with the study, so there is no ROI matching {item.roi!r} to prompt from")
@@ -40,26 +41,32 @@ def _roi_prompt(item: PromptItem, volume: Volume, rtstructs: Sequence[Path], rea
     problems: list[str] = []
     for path in reversed(list(rtstructs)):  # the newest structure set first
         try:
-            structure = read_rtstruct(path, volume)
+            rois = dicom.list_rois(path)
         except PromptsegError as error:
             problems.append(str(error))
             continue
-        found = [roi for roi in structure.rois if pattern.fullmatch(roi.name.strip())]
-        seen += [roi.name for roi in structure.rois]
+        seen += [roi.name for roi in rois]
+        found = [roi for roi in rois if pattern.fullmatch(roi.name.strip())]
         if len(found) > 1:
             names = ", ".join(roi.name for roi in found)
             raise SeriesRejected(f"ROI pattern {item.roi!r} matches several ROIs ({names}); make it specific")
-        if found:
-            roi = found[0]
-            mask = np.asarray(structure.labels.array) == roi.label
-            if not mask.any():
-                raise SeriesRejected(f"ROI {roi.name!r} has no contour on this series")
-            z, box = largest_cross_section(mask)
-            name = item.name or f"{roi.name}_promptseg"
-            return make_object(slice=z, box=box, label=item.label, name=name), name
-    if seen:
-        raise SeriesRejected(f"no ROI matching {item.roi!r} in the study's RTSTRUCT (ROIs: {', '.join(sorted(set(seen)))})")
-    raise SeriesRejected(f"no RTSTRUCT of the study refers to this series ({'; '.join(problems)})")
+        if not found:
+            continue
+        roi = found[0]
+        try:
+            mask, _ = dicom.read_roi_mask(path, volume, re.escape(roi.name))
+        except DicomError as error:  # drawn on another series (Frame of Reference) of the study
+            problems.append(str(error))
+            continue
+        except PromptsegError:
+            raise SeriesRejected(f"ROI {roi.name!r} has no contour on this series") from None
+        z, box = largest_cross_section(np.asarray(mask, bool))
+        name = item.name or f"{roi.name}_promptseg"
+        return make_object(slice=z, box=box, label=item.label, name=name), name
+    if problems:
+        raise SeriesRejected(f"no RTSTRUCT of the study with an ROI matching {item.roi!r} refers to this series "
+                             f"({'; '.join(problems)})")
+    raise SeriesRejected(f"no ROI matching {item.roi!r} in the study's RTSTRUCT (ROIs: {', '.join(sorted(set(seen))) or 'none'})")
 
 
 def _box_prompt(item: PromptItem, volume: Volume) -> tuple[ObjectPrompt, str]:
@@ -69,14 +76,15 @@ def _box_prompt(item: PromptItem, volume: Volume) -> tuple[ObjectPrompt, str]:
 
 
 def build_prompts(rule: Rule, volume: Volume, rtstructs: Sequence[Path] = (),
-                  read_rtstruct: Optional[Callable] = None) -> tuple[list[ObjectPrompt], dict[int, str]]:
+                  dicom=None) -> tuple[list[ObjectPrompt], dict[int, str]]:
     """The objects ``rule`` asks for on ``volume``, and the output ROI / segment name of each label.
 
     Args:
         rule: a configured rule (``prompts`` or ``prompt_file``).
         volume: the series read as a Volume.
         rtstructs: RTSTRUCT files received for the study, oldest first (for ``roi`` prompts).
-        read_rtstruct: ``(path, reference Volume) -> RTStruct`` (default :func:`promptseg.io.dicom.read_rtstruct`).
+        dicom: what reads the RTSTRUCTs: ``list_rois(path)`` and ``read_roi_mask(path, reference, pattern)``
+            (default: :mod:`promptseg.io.dicom`).
 
     Raises:
         SeriesRejected: no RTSTRUCT, no (or several) matching ROIs, an empty ROI, an invalid prompt file or box.
@@ -89,7 +97,7 @@ def build_prompts(rule: Rule, volume: Volume, rtstructs: Sequence[Path] = (),
             objects, names = [], {}
             for item in rule.prompts:
                 if item.roi is not None:
-                    obj, name = _roi_prompt(item, volume, rtstructs, read_rtstruct or _read_rtstruct)
+                    obj, name = _roi_prompt(item, volume, rtstructs, dicom or _dicom_io())
                 else:
                     obj, name = _box_prompt(item, volume)
                 objects.append(obj)
