@@ -37,6 +37,25 @@ def lung_crop():
     return promptseg.Volume(array, spacing=volume.spacing, origin=origin, direction=volume.direction, modality="CT")
 
 
+@functools.lru_cache(maxsize=None)
+def lung_tumour_crop() -> np.ndarray:
+    """The reference tumour mask of lung1 on the crop, ``(5, 64, 64)`` bool."""
+    import promptseg
+
+    image = REPO / "promptseg" / "data" / "lung1_image.nrrd"
+    labels = promptseg.load_labels(REPO / "promptseg" / "data" / "lung1_label.nrrd", reference=promptseg.load_volume(image))
+    return labels.array[CROP] > 0
+
+
+def write_gtv_rtstruct(series_files: list[Path], path: Path, name: str = "GTV-1") -> Path:
+    """An RTSTRUCT on a written crop series holding the reference tumour as ROI ``name`` (promptseg.io.dicom)."""
+    from promptseg.io.dicom import read_dicom_series, write_rtstruct
+
+    reference = read_dicom_series(series_files[0].parent)
+    labels = reference.with_array(lung_tumour_crop().astype(np.uint8), modality=None)
+    return write_rtstruct(labels, reference, path, names={1: name}, series_description="planning")
+
+
 def write_ct_series(folder: Path, *, study_uid: str | None = None, series_uid: str | None = None,
                     description: str = "THORAX 5mm", body_part: str = "CHEST", patient_id: str = "NODE-TEST",
                     series_number: int = 1) -> list[Path]:
