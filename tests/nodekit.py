@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
 from datafiles import REPO
 
@@ -89,37 +87,6 @@ def malform(files: list[Path], kind: str) -> str:
         ds.save_as(files[1])
         return "inconsistent Rows"
     raise ValueError(kind)
-
-
-def fake_writer(labels, reference, path, *, fmt, names, series_description, algorithm):
-    """Stand-in output step: a minimal RT Structure Set / Segmentation header with new UIDs, the referenced
-    series (as an RTSTRUCT refers to it) and the voxel count of each label."""
-    from pydicom.uid import RTStructureSetStorage, SegmentationStorage
-
-    from promptseg.node.storage import write_durable
-
-    sop_class = RTStructureSetStorage if fmt == "rtstruct" else SegmentationStorage
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
-    meta.TransferSyntaxUID, meta.ImplementationClassUID = ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "RTSTRUCT" if fmt == "rtstruct" else "SEG"
-    ds.SeriesDescription = series_description
-    series, study, frame = pydicom.Dataset(), pydicom.Dataset(), pydicom.Dataset()
-    series.SeriesInstanceUID = reference.metadata["series_uid"]
-    study.RTReferencedSeriesSequence = [series]
-    frame.RTReferencedStudySequence = [study]
-    ds.ReferencedFrameOfReferenceSequence = [frame]
-    ds.ImageComments = ";".join(f"{name}={int((labels.array == label).sum())}" for label, name in sorted(names.items()))
-    import io
-
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    write_durable(Path(path), buffer.getvalue())
-    return Path(path)
 
 
 def threshold_factory(name, checkpoint):

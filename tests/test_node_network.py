@@ -1,8 +1,8 @@
 """DICOM node on the network (127.0.0.1): C-ECHO, allow-list refusals, durable C-STORE, size limit, late and
 duplicate instances, unidentifiable instances, retry with back-off, restart recovery, TLS.
 
-The model here is the deterministic stand-in of tests/fakes.py (``threshold_factory``) and the output step
-the stand-in ``fake_writer`` unless a test says otherwise: these tests check the node, not the model.
+The model here is the deterministic stand-in of tests/fakes.py (``threshold_factory``): these tests check the
+node, not the model. Results are real RTSTRUCT / SEG files (promptseg.io.dicom).
 Peers: dcmtk's echoscu/storescu/storescp where installed (else skipped with the reason), pynetdicom otherwise.
 """
 
@@ -12,10 +12,10 @@ import time
 
 import pydicom
 import pytest
-from pynetdicom import AE, build_context
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from nodekit import StoreSCP, dcmtk, fake_writer, free_port, node_doc, storescu, threshold_factory, write_ct_series
+from nodekit import StoreSCP, dcmtk, free_port, node_doc, storescu, threshold_factory, write_ct_series
 from promptseg.node import DicomNode, validate_config
 from promptseg.node.journal import DONE, FAILED, QUARANTINED
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _node(tmp_path, *, start=True, **doc_options) -> DicomNode:
     config = validate_config(node_doc(tmp_path / "store", **doc_options))
-    node = DicomNode(config, segmenter_factory=threshold_factory, writer=fake_writer, poll_seconds=0.05)
+    node = DicomNode(config, segmenter_factory=threshold_factory, poll_seconds=0.05)
     return node.start() if start else node
 
 
@@ -307,7 +307,11 @@ def test_rules_pick_prompts_and_outputs_and_unmatched_series_are_quarantined(tmp
     assert third.state == QUARANTINED
     assert third.reason == ("no rule matches this series (modality CT, calling AE CT_SCANNER, body part 'CHEST', "
                             "series description 'ABDOMEN')")
-    seg = pydicom.dcmread(out / f"{first.series_uid}-v1-seg.dcm")
-    rtstruct = pydicom.dcmread(out / f"{second.series_uid}-v1-rtstruct.dcm")
-    assert seg.Modality == "SEG" and seg.ImageComments.startswith("FromFile=")
-    assert rtstruct.Modality == "RTSTRUCT" and rtstruct.ImageComments.startswith("Boxed=")
+    from promptseg.io.dicom import read_dicom_series, read_rtstruct, read_seg
+
+    seg = read_seg(out / f"{first.series_uid}-v1-seg.dcm", read_dicom_series(planning[0].parent))
+    rtstruct = read_rtstruct(out / f"{second.series_uid}-v1-rtstruct.dcm", read_dicom_series(thorax[0].parent))
+    assert [roi.name for roi in seg.rois] == ["FromFile"] and seg.labels.array.any()
+    assert [roi.name for roi in rtstruct.rois] == ["Boxed"] and rtstruct.labels.array.any()
+    # the same stand-in model and box on the same pixels: the same mask, through SEG and through RTSTRUCT
+    assert (seg.labels.array > 0).sum() == (rtstruct.labels.array > 0).sum()
