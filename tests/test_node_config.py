@@ -137,3 +137,18 @@ def test_rule_matching_first_rule_whose_every_condition_holds():
     assert pick("CT", None, None, "PLANNING") == "catch-all"                 # a missing tag never matches a pattern
     assert pick("mr", "T1", None, "X") == "any-mr"
     assert select_rule(rules[:3], SeriesFacts("PT", "WB", None, "X")) is None
+
+
+def test_cli_check_and_one_line_errors(tmp_path, capsys):
+    from promptseg.cli import main
+
+    assert main(["dicom-node", "--config", str(REPO / "examples" / "dicom-node.yaml"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("config OK: AE PROMPTSEG on 127.0.0.1:11112, 2 allowed caller(s), 1 destination(s), 2 rule(s)")
+    bad = tmp_path / "node.yaml"
+    bad.write_text("node: {ae_title: N, storage: s, colour: red}\nallowed_callers: [{ae_title: CT}]\n"
+                   "rules: [{name: r, prompts: [{box: [1, 1, 4, 4]}], output: {folder: out}}]\n")
+    assert main(["dicom-node", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"promptseg: error: {bad}: node.colour: unknown key\n"
+    assert not (tmp_path / "s").exists()   # nothing created for a config that does not validate
