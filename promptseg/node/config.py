@@ -289,38 +289,32 @@ class NodeConfig(_Strict):
         return next((c for c in self.allowed_callers if c.ae_title == ae_title), None)
 
 
-_PATHS = (
-    ("node", "storage"),
-    ("node", "tls", "certificate"), ("node", "tls", "private_key"), ("node", "tls", "ca_certificates"),
-)
-
-
 def _resolve(doc: dict, folder: Path) -> None:
     """Make the config's relative paths relative to its folder (in place)."""
 
-    def fix(node: dict, key: str) -> None:
-        value = node.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            node[key] = os.path.normpath(folder / Path(value).expanduser())
-        elif isinstance(value, str):
-            node[key] = str(Path(value).expanduser())
+    def fix(node, key: str) -> None:
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            node[key] = str(path) if path.is_absolute() else os.path.normpath(folder / path)
 
-    for keys in _PATHS:
-        node = doc
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            fix(node, keys[-1])
-    for dest in (doc.get("destinations") or {}).values() if isinstance(doc.get("destinations"), dict) else ():
-        if isinstance(dest, dict) and isinstance(dest.get("tls"), dict):
-            for key in ("ca_certificates", "certificate", "private_key"):
-                fix(dest["tls"], key)
-    for rule in doc.get("rules") or [] if isinstance(doc.get("rules"), list) else []:
-        if isinstance(rule, dict):
-            fix(rule, "checkpoint")
-            fix(rule, "prompt_file")
-            if isinstance(rule.get("output"), dict):
-                fix(rule["output"], "folder")
+    def section(node, key: str):
+        value = node.get(key) if isinstance(node, dict) else None
+        return value if isinstance(value, (dict, list)) else None
+
+    node = section(doc, "node")
+    fix(node, "storage")
+    for key in ("certificate", "private_key", "ca_certificates"):
+        fix(section(node, "tls"), key)
+    destinations = section(doc, "destinations")
+    for destination in destinations.values() if isinstance(destinations, dict) else ():
+        for key in ("ca_certificates", "certificate", "private_key"):
+            fix(section(destination, "tls"), key)
+    rules = section(doc, "rules")
+    for rule in rules if isinstance(rules, list) else ():
+        fix(rule, "checkpoint")
+        fix(rule, "prompt_file")
+        fix(section(rule, "output"), "folder")
 
 
 def _message(source: str, error: ValidationError) -> str:
