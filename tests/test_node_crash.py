@@ -52,13 +52,14 @@ class NodeProcess:
 
     def start(self, timeout: float = 120) -> "NodeProcess":
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
+        before = self.log.read_text().count("listening on") if self.log.exists() else 0
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"the node exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            if "listening on" in self.log.read_text():
+            if self.log.read_text().count("listening on") > before:
                 return self
             time.sleep(0.1)
         raise AssertionError(f"the node did not start: {self.log.read_text()[-2000:]}")
@@ -144,6 +145,7 @@ def _referenced_series(ds):
     return study.RTReferencedSeriesSequence[0].SeriesInstanceUID
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigkill_stand_in_model(tmp_path):
     _scenario(tmp_path, lambda config: [sys.executable, "-c", _STAND_IN, str(config)], series_count=8,
@@ -163,3 +165,61 @@ def test_sigkill_cli_real_model(tmp_path):
         assert [roi.name for roi in result.rois] == ["GTV-1_promptseg"]
         # promptseg.segment with LiteMedSAM on this 64 x 64 crop and this box reaches 0.688
         assert promptseg.dice(result.labels.array == 1, reference) >= 0.66
+
+
+def _count(journal: Path, sql: str) -> int:
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10) as db:
+        try:
+            return int(db.execute(sql).fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigkill_while_receiving_loses_nothing(tmp_path):
+    """Kill the node (stand-in model) in the middle of an association; the sender, whose push failed, pushes
+    again: every instance is stored exactly once, and every series ends with a result covering all its slices
+    (a series cut by the crash is processed as received, then again with its late instances as version 2)."""
+    series = [write_ct_series(tmp_path / "in" / f"s{i}", series_number=i + 1) for i in range(16)]
+    files = [str(p) for s in series for p in s]
+    port = free_port()
+    with StoreSCP(tmp_path / "received") as scp:
+        doc = node_doc(tmp_path / "store", quiet=0.5, destinations={"tps": scp.destination()}, port=port)
+        config = tmp_path / "node.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        journal, log = tmp_path / "store" / "journal.sqlite3", tmp_path / "node.log"
+        command = [sys.executable, "-c", _STAND_IN, str(config)]
+        node = NodeProcess(command, port, log).start()
+        push = subprocess.Popen(["storescu", "-aet", "CT_SCANNER", "-aec", "PROMPTSEG", "127.0.0.1", str(port), *files],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _wait(lambda: _count(journal, "SELECT count(*) FROM instances") >= 12, 60, "12 instances", log)
+        node.kill()
+        _, err = push.communicate(timeout=60)
+        assert push.returncode != 0, "storescu finished before the kill: the test did not cut an association"
+        stored_before = _count(journal, "SELECT count(*) FROM instances")
+        assert 12 <= stored_before < len(files)
+        node = NodeProcess(command, port, log).start()
+        again = storescu(files, port)                       # the modality sends everything again
+        assert again.returncode == 0, again.stderr
+        uids = {pydicom.dcmread(s[0]).SeriesInstanceUID for s in series}
+
+        def finished():
+            states = _states(journal)
+            return states and all(state in ("done", "quarantined") for state in states) and _count(
+                journal, "SELECT count(DISTINCT series_uid) FROM jobs WHERE state='done'") == len(uids)
+
+        _wait(finished, 120, "every series done", log)
+        assert node.terminate() == 0
+        received = [pydicom.dcmread(p) for p in sorted(scp.folder.iterdir()) if p.is_file()]
+    assert _count(journal, "SELECT count(*) FROM instances") == len(files)          # each instance once
+    assert _count(journal, "SELECT count(DISTINCT sop_uid) FROM instances") == len(files)
+    assert _count(journal, "SELECT count(*) FROM associations WHERE outcome='lost'") == 1
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        last = db.execute("SELECT j.series_uid, j.state, (SELECT count(*) FROM instances i WHERE i.series_uid=j.series_uid "
+                          "AND i.job_id<=j.id) FROM jobs j WHERE j.version=(SELECT max(version) FROM jobs k "
+                          "WHERE k.series_uid=j.series_uid)").fetchall()
+        done_jobs = db.execute("SELECT count(*) FROM jobs WHERE state='done'").fetchone()[0]
+    assert sorted(uid for uid, _, _ in last) == sorted(uids)
+    assert all(state == "done" and count == 5 for _, state, count in last)   # the last version has every slice
+    assert len({ds.SOPInstanceUID for ds in received}) == done_jobs        # one result per processed version
