@@ -34,3 +34,11 @@ class CheckpointError(PromptsegError):
 
 class ModelError(PromptsegError):
     """An unknown model name or an unusable model configuration."""
+
+
+class DicomError(PromptsegError):
+    """A DICOM object (RTSTRUCT, SEG, series) is malformed, or does not fit the series it refers to."""
+
+
+class NodeConfigError(PromptsegError):
+    """A DICOM node configuration file is missing, not valid YAML, or breaks a rule of its schema."""

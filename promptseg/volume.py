@@ -13,12 +13,16 @@ Conventions (the same as SimpleITK / 3D Slicer):
   tuple is this matrix in row-major order).
 
 A 2D image is a volume with one slice (``array.shape[0] == 1``).
+
+A volume read from DICOM carries its provenance in :attr:`Volume.dicom`
+(:class:`promptseg.io.dicom.DicomProvenance`: UIDs, patient/study, each slice's
+SOP Instance UID and position); :meth:`Volume.with_array` keeps it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -26,6 +30,9 @@ from .errors import GeometryError
 
 #: what a volume's array holds
 KINDS = ("image", "labels")
+
+if TYPE_CHECKING:
+    from .io.dicom.provenance import DicomProvenance
 
 
 def _as_triplet(values, name: str) -> tuple[float, float, float]:
@@ -48,6 +55,8 @@ class Volume:
         metadata: free-form extra information (series UID, source path, ...).
         kind: ``"image"`` (intensities) or ``"labels"`` (an integer label map: each
             value names a structure; never interpolated or intensity-normalised).
+        dicom: DICOM provenance of the grid (one SOP Instance UID and position
+            per slice, in array z order), or None when not read from DICOM.
     """
 
     array: np.ndarray
@@ -57,6 +66,7 @@ class Volume:
     modality: Optional[str] = None
     metadata: dict = field(default_factory=dict)
     kind: str = "image"
+    dicom: Optional["DicomProvenance"] = None
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array)

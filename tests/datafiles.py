@@ -20,3 +20,4 @@ def label(case: str) -> Path:
 
 
 CT_SLICE = DATA / "dicom_rt" / "ct.0.dcm"
+RTSS = DATA / "dicom_rt" / "rtss.dcm"

@@ -13,7 +13,7 @@ Public API:
 
 from .atomic import atomic_path
 from .common import SUPPORTED_IMAGE_SUFFIXES, supported_formats_text
-from .dicom import list_dicom_series
+from .dicom.series import list_dicom_series
 from .readers import load_labels, load_volume
 from .writers import (
     SUPPORTED_OUTPUT_SUFFIXES,

@@ -24,7 +24,7 @@ from .common import (
     format_suffix,
     supported_formats_text,
 )
-from .dicom import is_dicom_file, read_dicom_file, read_dicom_series
+from .dicom.series import is_dicom_file, read_dicom_file, read_dicom_series
 from .npz import read_npz
 from .raster import read_raster
 from .sitk_image import read_sitk_file

@@ -1,9 +1,11 @@
-"""DICOM: series folders (SimpleITK/GDCM) and single files (pydicom tags + GDCM pixels).
+"""DICOM images: series folders (SimpleITK/GDCM) and single files (pydicom tags + GDCM pixels).
 
 Pixel values come out with the Modality LUT applied (Rescale Slope/Intercept,
 done by GDCM), so CT is in Hounsfield units. Geometry is what GDCM derives
 from Image Position/Orientation (Patient) and Pixel Spacing: spacing/origin in
 ``(x, y, z)`` order, mm. The modality is the DICOM Modality tag (0008,0060).
+The slice headers are kept as :attr:`Volume.dicom`
+(:class:`~promptseg.io.dicom.provenance.DicomProvenance`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from ..errors import ImageReadError
-from ..volume import Volume
-from .common import has_dicom_preamble, one_line_sitk_error
-from .sitk_image import check_image_layout, volume_from_sitk
+from ...errors import ImageReadError
+from ...volume import Volume
+from ..common import has_dicom_preamble, one_line_sitk_error
+from ..sitk_image import check_image_layout, volume_from_sitk
+from .provenance import DicomProvenance, provenance_from_headers, read_slice_headers
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -122,7 +125,8 @@ def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
     Returns:
         Volume ``(z, y, x)`` in stored-value units after rescale (HU for CT),
         ``modality`` from the Modality tag, ``metadata`` with ``source``,
-        ``series_uid``, ``series_description`` and ``num_files``.
+        ``series_uid``, ``series_description`` and ``num_files``, and ``dicom``
+        provenance (None when the slices lack UIDs or geometry).
 
     Raises:
         ImageReadError: no series, several series and no ``series_uid`` (the
@@ -143,7 +147,19 @@ def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
         "series_description": info["description"],
         "num_files": len(info["files"]),
     }
-    return volume_from_sitk(image, str(folder), modality=info["modality"], metadata=metadata)
+    volume = volume_from_sitk(image, str(folder), modality=info["modality"], metadata=metadata)
+    volume.dicom = _provenance(info["files"], volume.num_slices)
+    return volume
+
+
+def _provenance(files, num_slices: int) -> Optional[DicomProvenance]:
+    """Provenance of the slices in ``files`` (array z order), None if unusable or not one file per slice."""
+    if len(files) != num_slices:
+        return None
+    try:
+        return provenance_from_headers(read_slice_headers(files))
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError):
+        return None
 
 
 def read_dicom_file(path) -> Volume:
@@ -154,7 +170,8 @@ def read_dicom_file(path) -> Volume:
 
     Returns:
         Volume ``(z, y, x)`` (one slice for a 2D image, HU for CT), ``modality``
-        from the tag, ``metadata`` with ``source``, ``series_uid`` and ``sop_class``.
+        from the tag, ``metadata`` with ``source``, ``series_uid`` and ``sop_class``,
+        and ``dicom`` provenance for a single-frame image with geometry.
 
     Raises:
         ImageReadError: not DICOM, no pixel data (e.g. RTSTRUCT, RT Plan, SR),
@@ -186,4 +203,6 @@ def read_dicom_file(path) -> Volume:
         "series_description": _text(header, "SeriesDescription"),
         "sop_class": _sop_class_name(header),
     }
-    return volume_from_sitk(image, str(path), modality=_text(header, "Modality"), metadata=metadata)
+    volume = volume_from_sitk(image, str(path), modality=_text(header, "Modality"), metadata=metadata)
+    volume.dicom = _provenance([path], volume.num_slices)
+    return volume

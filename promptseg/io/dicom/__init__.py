@@ -1,0 +1,40 @@
+"""DICOM in and out: image series, RTSTRUCT, SEG.
+
+* :func:`read_dicom_series` / :func:`read_dicom_file` -- images, with
+  :class:`DicomProvenance` on ``Volume.dicom``; :func:`list_dicom_series`.
+* :func:`read_rtstruct` -> label map on the series grid (:class:`RoiLabels`),
+  :func:`list_rois`, :func:`read_roi_mask` (one ROI, for prompts),
+  :func:`find_rtstruct` (the RTSTRUCT next to a series).
+* :func:`write_rtstruct` / :func:`write_seg` -- a label map as RTSTRUCT / SEG
+  referring to its series; :func:`read_seg` reads a SEG back.
+* :func:`write_series` -- a volume as a CT/MR image series.
+
+Conventions: docs/dicom.md.
+"""
+
+from .provenance import DicomProvenance
+from .series import is_dicom_file, list_dicom_series, read_dicom_file, read_dicom_series, read_header
+from .rtstruct_read import RoiInfo, RoiLabels, RTStruct, find_rtstruct, list_rois, read_roi_mask, read_rtstruct
+from .rtstruct_write import write_rtstruct
+from .seg import read_seg, write_seg
+from .series_write import write_series
+
+__all__ = [
+    "DicomProvenance",
+    "RTStruct",
+    "RoiInfo",
+    "RoiLabels",
+    "find_rtstruct",
+    "is_dicom_file",
+    "list_dicom_series",
+    "list_rois",
+    "read_dicom_file",
+    "read_dicom_series",
+    "read_header",
+    "read_roi_mask",
+    "read_rtstruct",
+    "read_seg",
+    "write_rtstruct",
+    "write_seg",
+    "write_series",
+]
