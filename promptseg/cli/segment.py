@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_image_args, add_intensity_args, add_model_args, load_image
+from .dicom_options import EPILOG_DICOM, add_dicom_args, check_dicom_output, roi_prompts, save_dicom
 
 EPILOG_SEGMENT = """\
 coordinates are voxel indices as in 3D Slicer's IJK: x = column, y = row, z = slice (0-based).
@@ -45,10 +46,10 @@ def register(sub) -> None:
         description="Segment one or more objects. Prompts are voxel indices; the output label map "
         "has exactly the input's grid (spacing, origin, direction).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG_SEGMENT,
+        epilog=EPILOG_SEGMENT + "\n" + EPILOG_DICOM,
     )
     add_image_args(seg)
-    seg.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D)")
+    seg.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D), or .dcm with --format")
     g = seg.add_argument_group("prompt (one object; use --prompts for several)")
     g.add_argument("--box", metavar="x0,y0,x1,y1", help="box corners on --slice")
     g.add_argument("--point", metavar="x,y[,1|0]", action="append", default=[],
@@ -86,6 +87,7 @@ def register(sub) -> None:
     out.add_argument("--overlay", metavar="OUT.png", help="write a montage of the segmented slices with masks and prompts")
     out.add_argument("--reference", metavar="LABELS", help="a reference label map on the same grid: print the Dice per label")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dicom_args(seg)
     seg.set_defaults(func=run)
 
 
@@ -168,7 +170,8 @@ def run(args) -> int:
         raise ModelError(f"model {args.model} has no {args.propagation} propagation "
                          f"(it offers: {', '.join(spec.propagation)}): use --propagation chain or a SAM2-family model")
     volume = load_image(args)
-    prompts = _prompts_from_args(args, volume)
+    check_dicom_output(args, volume)
+    prompts = roi_prompts(args, volume) or _prompts_from_args(args, volume)
     for p in prompts:  # fail on bad prompts before loading the model
         validate(p, volume.shape)
     window = resolve_window(args.window) if args.window else None
@@ -184,7 +187,7 @@ def run(args) -> int:
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
                      memory_options=memory_options)
-    path = result.save(args.output)
+    path = save_dicom(args, result, volume) if args.format else result.save(args.output)
     voxel_ml = volume.spacing[0] * volume.spacing[1] * volume.spacing[2] / 1000.0
     for obj in result.objects:
         p = obj.prompt

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 
 from ...errors import DicomError, PromptError
 from ...volume import Volume
+from ..common import DICOM_SUFFIXES, format_suffix, has_dicom_preamble
 from .contours import polygons_to_mask
 from .objects import modality_of, read_object
 from .planes import SlicePlanes, slice_planes
@@ -129,6 +130,14 @@ def _roi_infos(dataset: Dataset, path: Path) -> list[RoiInfo]:
             )
         )
     return rois
+
+
+def is_rtstruct(path) -> bool:
+    """True if ``path`` is a DICOM file (preamble or DICOM suffix) whose Modality is RTSTRUCT."""
+    path = Path(path)
+    if not path.is_file() or not (has_dicom_preamble(path) or format_suffix(path) in DICOM_SUFFIXES):
+        return False
+    return modality_of(path) == "RTSTRUCT"
 
 
 def list_rois(path) -> list[RoiInfo]:

@@ -102,11 +102,13 @@ def roi_names(values: list[int], names: Optional[Mapping[int, str]], taken: set[
     return result
 
 
-def roi_colours(values: list[int], colors: Optional[Mapping[int, tuple]]) -> dict[int, tuple[int, int, int]]:
-    """An (r, g, b) 0-255 colour per label (``colors`` or the default cycle)."""
+def roi_colours(
+    values: list[int], colors: Optional[Mapping[int, tuple]], start: int = 0
+) -> dict[int, tuple[int, int, int]]:
+    """An (r, g, b) 0-255 colour per label (``colors``, else the default cycle shifted by ``start``)."""
     result = {}
     for value in values:
-        colour = (colors or {}).get(value) or ROI_COLOURS[(value - 1) % len(ROI_COLOURS)]
+        colour = (colors or {}).get(value) or ROI_COLOURS[(value - 1 + start) % len(ROI_COLOURS)]
         try:
             rgb = tuple(int(c) for c in colour)
         except (TypeError, ValueError):
@@ -352,6 +354,6 @@ def write_rtstruct(
         chosen = roi_names(values, names, taken)
     except DicomError as error:
         raise DicomError(f"{error}{' in ' + add_to.name if add_to is not None else ''}") from None
-    _add_rois(dataset, labels, planes, provenance, chosen, roi_colours(values, colors),
+    _add_rois(dataset, labels, planes, provenance, chosen, roi_colours(values, colors, start=len(taken)),
               algorithm or f"promptseg {__version__}")
     return save_dataset(dataset, path)
