@@ -50,7 +50,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import PromptsegError
-from ..io import atomic_path, load_labels, load_volume, save_mask
+from ..io import atomic_path, load_volume, save_mask
 from ..models.base import Segmenter
 from ..prompts import ObjectPrompt, prompt_to_dict
 from ..propagation import ObjectResult, compose_labels
@@ -389,7 +389,7 @@ class _CaseData:
     @property
     def reference(self) -> np.ndarray:
         if self._reference is None:
-            self._reference = load_labels(self.case.label, reference=self.volume).array
+            self._reference = self.case.reference_labels(self.volume)
         return self._reference
 
     @property
