@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 
 from ...errors import DicomError, GeometryError
 from ...volume import Volume
@@ -150,6 +152,22 @@ def _frame_reference(provenance: DicomProvenance) -> Dataset:
     return frame
 
 
+_CONTOUR_DATA = Tag(0x3006, 0x0050)
+
+
+def _decimal_strings(values: np.ndarray) -> RawDataElement:
+    """Contour Data as an encoded DS element (backslash-separated, even length).
+
+    Stored as pydicom's raw element: the strings are made by :func:`ds`
+    (``format_number_as_ds``), and letting pydicom re-validate them one
+    ``DSfloat`` at a time takes most of the time of writing a body outline.
+    """
+    encoded = "\\".join(ds(v) for v in values).encode("ascii")
+    if len(encoded) % 2:
+        encoded += b" "
+    return RawDataElement(_CONTOUR_DATA, "DS", len(encoded), encoded, 0, False, True)
+
+
 def _contours(mask: np.ndarray, planes: SlicePlanes, provenance: DicomProvenance) -> list[Dataset]:
     """Contour Sequence items of one ROI's mask ``(z, y, x)``."""
     items = []
@@ -161,7 +179,7 @@ def _contours(mask: np.ndarray, planes: SlicePlanes, provenance: DicomProvenance
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(points)
             contour.ContourNumber = len(items) + 1
-            contour.ContourData = [ds(v) for v in points.ravel()]
+            contour[_CONTOUR_DATA] = _decimal_strings(points.ravel())
             items.append(contour)
     return items
 
