@@ -120,7 +120,7 @@ def test_segment_from_the_existing_gtv_into_a_copy_of_its_rtstruct(breast_series
     code, out, _ = run(["segment", breast_series / "series", "-o", tmp_path / "rs_plus.dcm", "--format", "rtstruct",
                         "--prompt-roi", "gtv", "--add-to", rs, "--no-progress"], capsys)
     assert code == 0
-    assert f"prompt from ROI 'GTV' of rs.dcm: box" in out and out.splitlines()[0].endswith(f"on slice {largest}")
+    assert "prompt from ROI 'GTV' of rs.dcm: box" in out and out.splitlines()[0].endswith(f"on slice {largest}")
     assert hashlib.sha256(rs.read_bytes()).hexdigest() == before
     result = read_rtstruct(tmp_path / "rs_plus.dcm", series)
     assert [(r.number, r.name) for r in result.rois] == [(1, "GTV"), (2, "GTV_promptseg")]
