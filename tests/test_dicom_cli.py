@@ -56,6 +56,9 @@ def test_convert_round_trips(breast_series, tmp_path, capsys):
                        capsys)
     assert code == 0 and "label 1: Lesion" in out
     assert pydicom.dcmread(tmp_path / "seg.dcm").SegmentationType == "BINARY"
+    code, out, _ = run(["info", tmp_path / "seg.dcm"], capsys)
+    assert code == 0 and out.splitlines()[1].startswith("SEG:         1 segments")
+    assert out.splitlines()[2] == "  label 1: segment 1 'Lesion', BINARY, colour 255,0,0"
     code, _, _ = run(["convert", tmp_path / "seg.dcm", "-o", tmp_path / "seg.nii.gz", "--reference",
                       breast_series / "series"], capsys)
     assert code == 0

@@ -41,14 +41,16 @@ def run(args) -> int:
 
 
 def _print_rois(path) -> bool:
-    """An RTSTRUCT holds no image: list its ROIs instead. True if ``path`` was one."""
-    from ..io.dicom import is_rtstruct, list_rois
+    """An RTSTRUCT or SEG describes structures of a series: list them. True if ``path`` was one."""
+    from ..io.dicom import dicom_modality, list_rois, list_segments
 
-    if not is_rtstruct(path):
+    kind = dicom_modality(path)
+    if kind not in ("RTSTRUCT", "SEG"):
         return False
-    rois = list_rois(path)
+    rois = list_rois(path) if kind == "RTSTRUCT" else list_segments(path)
+    what = "ROIs" if kind == "RTSTRUCT" else "segments"
     print(f"file:        {path}")
-    print(f"RTSTRUCT:    {len(rois)} ROIs; to get them as a label map on their series: "
+    print(f"{kind + ':':<12} {len(rois)} {what}; to get them as a label map on their series: "
           f"promptseg convert {path} -o labels.nii.gz --reference SERIES_DIR")
     for roi in rois:
         print(f"  {roi.describe()}")

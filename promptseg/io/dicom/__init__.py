@@ -19,6 +19,7 @@ from .rtstruct_read import (
     RoiInfo,
     RoiLabels,
     RTStruct,
+    dicom_modality,
     find_rtstruct,
     is_rtstruct,
     list_rois,
@@ -26,7 +27,7 @@ from .rtstruct_read import (
     read_rtstruct,
 )
 from .rtstruct_write import write_rtstruct
-from .seg import read_seg, write_seg
+from .seg import list_segments, read_seg, write_seg
 from .labels import DICOM_LABEL_FORMATS, read_dicom_labels, write_dicom_labels
 from .series_write import write_series
 
@@ -36,11 +37,13 @@ __all__ = [
     "RTStruct",
     "RoiInfo",
     "RoiLabels",
+    "dicom_modality",
     "find_rtstruct",
     "is_dicom_file",
     "is_rtstruct",
     "list_dicom_series",
     "list_rois",
+    "list_segments",
     "read_dicom_file",
     "read_dicom_labels",
     "read_dicom_series",

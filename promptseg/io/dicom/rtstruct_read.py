@@ -46,6 +46,7 @@ class RoiInfo:
         interpreted_type: RT ROI Interpreted Type (``"ORGAN"``, ``"GTV"``, ...) or ``""``.
         contour_count: contours in the file for this ROI (all slices).
         notes: what could not be used, in words (skipped contours, overlaps, no contours).
+        kind: ``"ROI"`` (RTSTRUCT) or ``"segment"`` (SEG; ``contour_count`` then counts slices).
     """
 
     number: int
@@ -55,13 +56,15 @@ class RoiInfo:
     interpreted_type: str = ""
     contour_count: int = 0
     notes: list[str] = field(default_factory=list)
+    kind: str = "ROI"
 
     def describe(self) -> str:
-        """One line: label, number, name, type, contour count, colour."""
-        parts = [f"label {self.label}: ROI {self.number} '{self.name}'"]
+        """One line: label, number, name, type, contour count (ROIs), colour."""
+        parts = [f"label {self.label}: {self.kind} {self.number} '{self.name}'"]
         if self.interpreted_type:
             parts.append(self.interpreted_type)
-        parts.append(f"{self.contour_count} contours")
+        if self.kind == "ROI":
+            parts.append(f"{self.contour_count} contours")
         if self.color:
             parts.append("colour " + ",".join(str(c) for c in self.color))
         return ", ".join(parts)
@@ -132,12 +135,17 @@ def _roi_infos(dataset: Dataset, path: Path) -> list[RoiInfo]:
     return rois
 
 
-def is_rtstruct(path) -> bool:
-    """True if ``path`` is a DICOM file (preamble or DICOM suffix) whose Modality is RTSTRUCT."""
+def dicom_modality(path) -> Optional[str]:
+    """The Modality of ``path`` if it is a DICOM file (preamble or DICOM suffix), else None."""
     path = Path(path)
     if not path.is_file() or not (has_dicom_preamble(path) or format_suffix(path) in DICOM_SUFFIXES):
-        return False
-    return modality_of(path) == "RTSTRUCT"
+        return None
+    return modality_of(path)
+
+
+def is_rtstruct(path) -> bool:
+    """True if ``path`` is a DICOM file (preamble or DICOM suffix) whose Modality is RTSTRUCT."""
+    return dicom_modality(path) == "RTSTRUCT"
 
 
 def list_rois(path) -> list[RoiInfo]:
