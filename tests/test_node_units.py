@@ -9,7 +9,7 @@ from promptseg.node.checks import SeriesRejected, check_series
 from promptseg.node.completion import Completion
 from promptseg.node.journal import (DONE, FAILED, PROCESSING, QUARANTINED, QUEUED, RECEIVING, SENDING, InstanceInfo,
                                     Journal)
-from promptseg.node.prompting import largest_cross_section
+from promptseg.prompts.roi import largest_slice_box
 from promptseg.node.quarantine import quarantine_job, read_reason
 from promptseg.node.storage import Storage, safe_name, write_durable
 
@@ -153,7 +153,8 @@ def test_largest_cross_section_box():
     mask[1, 2:4, 2:4] = True
     mask[2, 3:8, 1:6] = True   # the largest
     mask[3, 5, 5] = True
-    assert largest_cross_section(mask) == (2, (1.0, 3.0, 5.0, 7.0))
+    obj = largest_slice_box(mask)
+    assert (obj.start_slice, obj.slices[2].box) == (2, (1.0, 3.0, 5.0, 7.0))
 
 
 class _Roi:

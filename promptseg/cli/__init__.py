@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 from ..errors import PromptsegError
 
 #: subcommand modules, in the order ``promptseg --help`` lists them
-COMMANDS = ("segment", "info", "demo", "models", "evaluate", "benchmark", "report", "prepare", "split", "train", "layers", "auto", "dicom_node")
+COMMANDS = ("segment", "info", "demo", "models", "evaluate", "benchmark", "report", "prepare", "split", "train", "layers",
+            "auto", "convert", "dicom_node")
 
 
 def build_parser() -> argparse.ArgumentParser:

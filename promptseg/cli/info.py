@@ -1,4 +1,4 @@
-"""``promptseg info``: grid, orientation, modality and intensities of an image."""
+"""``promptseg info``: grid, orientation, modality and intensities of an image (the ROIs of an RTSTRUCT)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..intensity import describe_intensity, guess_modality
 
+    if _print_rois(args.image):
+        return 0
     volume = load_image(args)
     z, y, x = volume.shape
     print(f"file:        {args.image}")
@@ -31,7 +33,28 @@ def run(args) -> int:
     print("intensity:   " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
     if volume.metadata.get("series_uid"):
         print(f"series:      {volume.metadata['series_uid']}")
+    if volume.dicom is not None:
+        d = volume.dicom
+        print(f"DICOM:       patient {d.patient_id or '(no ID)'}, study {d.study_instance_uid}, "
+              f"frame of reference {d.frame_of_reference_uid or '(none)'}, {d.num_slices} images")
     return 0
+
+
+def _print_rois(path) -> bool:
+    """An RTSTRUCT or SEG describes structures of a series: list them. True if ``path`` was one."""
+    from ..io.dicom import dicom_modality, list_rois, list_segments
+
+    kind = dicom_modality(path)
+    if kind not in ("RTSTRUCT", "SEG"):
+        return False
+    rois = list_rois(path) if kind == "RTSTRUCT" else list_segments(path)
+    what = "ROIs" if kind == "RTSTRUCT" else "segments"
+    print(f"file:        {path}")
+    print(f"{kind + ':':<12} {len(rois)} {what}; to get them as a label map on their series: "
+          f"promptseg convert {path} -o labels.nii.gz --reference SERIES_DIR")
+    for roi in rois:
+        print(f"  {roi.describe()}")
+    return True
 
 
 def _orientation(volume) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_image_args, add_intensity_args, add_model_args, load_image
+from .dicom_options import EPILOG_DICOM, add_dicom_args, check_dicom_output, roi_prompts, save_dicom
 
 EPILOG_SEGMENT = """\
 coordinates are voxel indices as in 3D Slicer's IJK: x = column, y = row, z = slice (0-based).
@@ -45,10 +46,10 @@ def register(sub) -> None:
         description="Segment one or more objects. Prompts are voxel indices; the output label map "
         "has exactly the input's grid (spacing, origin, direction).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG_SEGMENT,
+        epilog=EPILOG_SEGMENT + "\n" + EPILOG_DICOM,
     )
     add_image_args(seg)
-    seg.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D)")
+    seg.add_argument("-o", "--output", required=True, help="label map to write: .nii.gz .nii .nrrd .mha .npz (.png for 2D), or .dcm with --format")
     g = seg.add_argument_group("prompt (one object; use --prompts for several)")
     g.add_argument("--box", metavar="x0,y0,x1,y1", help="box corners on --slice")
     g.add_argument("--point", metavar="x,y[,1|0]", action="append", default=[],
@@ -86,6 +87,7 @@ def register(sub) -> None:
     out.add_argument("--overlay", metavar="OUT.png", help="write a montage of the segmented slices with masks and prompts")
     out.add_argument("--reference", metavar="LABELS", help="a reference label map on the same grid: print the Dice per label")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dicom_args(seg)
     seg.set_defaults(func=run)
 
 
@@ -95,10 +97,9 @@ def run(args) -> int:
     from ..inference import StopRule, segment
     from ..intensity import resolve_window
     from ..io import load_labels
-    from ..models import build_segmenter
-    from ..models import Capability, require
-    from ..reporting.overlay import save_overlay
+    from ..models import Capability, build_segmenter, require
     from ..prompts import objects_from_options, validate
+    from ..reporting.overlay import save_overlay
 
     if args.propagation == "memory":
         require(args.model, Capability.MEMORY_PROPAGATION, "use --propagation chain or a SAM2-family model")
@@ -110,7 +111,8 @@ def run(args) -> int:
     rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
                     min_object_fraction=args.stop_appearance)
     volume = load_image(args)
-    prompts = objects_from_options(
+    check_dicom_output(args, volume)
+    prompts = roi_prompts(args, volume) or objects_from_options(
         num_slices=volume.num_slices, image_shape=volume.shape[1:], box=args.box, points=args.point,
         line=args.line, slice=args.slice, box3d=args.box3d, key_boxes=args.key_box, z_range=args.z_range,
         prompt_file=args.prompts, label=args.label, name=args.name,
@@ -123,7 +125,7 @@ def run(args) -> int:
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
                      memory_options=memory_options or None)
-    path = result.save(args.output)
+    path = save_dicom(args, result, volume) if args.format else result.save(args.output)
     for line, obj in zip(result.summary_lines(), result.objects):
         print(line)
         if reference is not None:

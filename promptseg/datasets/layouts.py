@@ -18,6 +18,14 @@
    (``"art.nii.gz;ven.nii.gz"``). Relative paths are relative to the manifest.
 3. **A folder of MedSAM NPZ files**, each holding the image (``imgs``) and
    its reference (``gts``); the case id is the file name.
+4. **A folder of DICOM case folders** (radiotherapy exports): each case folder
+   holds one CT/MR series (its files, or one sub-folder of them) and one
+   RTSTRUCT; the case id is the folder name. Each ROI name is a label: the
+   ``dataset.json`` next to the case folders maps ROI names to values
+   (``{"labels": {"GTV": 1, "Heart": 2}}``, names matched case-insensitively,
+   other ROIs ignored); without it every ROI name found is a label, numbered
+   in order of first appearance over the sorted cases. A manifest may also
+   name a series folder as ``image`` and an RTSTRUCT as ``label``.
 
 Label names come from the manifest, or from a ``dataset.json`` next to the
 sub-folders / NPZ files (nnU-Net style: ``{"labels": {"background": 0,
@@ -82,6 +90,21 @@ class Case:
         """The primary image followed by the phases."""
         return [self.image, *self.phases]
 
+    def reference_labels(self, volume) -> np.ndarray:
+        """The reference label map ``(z, y, x)`` on ``volume``'s grid (the case's image, as read).
+
+        A label map file is read as it is; an RTSTRUCT is rasterised onto the series,
+        ROI ``label_names[v]`` becoming label ``v`` (every ROI in file order when the
+        case has no label names).
+        """
+        from ..io import load_labels
+        from ..io.dicom import is_rtstruct, read_rtstruct
+
+        if is_rtstruct(self.label):
+            roi_labels = {name: value for value, name in self.label_names.items()} or None
+            return read_rtstruct(self.label, volume, roi_labels=roi_labels).labels.array
+        return load_labels(self.label, reference=volume).array
+
     def as_dict(self) -> dict:
         """The JSON form recorded in a benchmark's ``run.json``."""
         out = {"case": self.case_id, "image": str(self.image), "label": str(self.label)}
@@ -98,7 +121,7 @@ class Dataset:
         name: the folder's or manifest's name (a JSON manifest may set ``"name"``).
         cases: in a stable order (manifest order; sorted by case id for folders).
         path: the folder or manifest file it was read from.
-        layout: ``"folders"``, ``"manifest-csv"``, ``"manifest-json"``, ``"npz"`` or ``"list"``.
+        layout: ``"folders"``, ``"manifest-csv"``, ``"manifest-json"``, ``"npz"``, ``"dicom"`` or ``"list"``.
     """
 
     name: str
@@ -332,6 +355,60 @@ def _load_npz_folder(root: Path, files: list[Path]) -> Dataset:
     return _finish(root.name, cases, root, "npz")
 
 
+_NOT_IMAGES = {"RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SEG", "SR", "REG", "KO", "PR"}
+
+
+def _dicom_case(folder: Path) -> Optional[tuple[Path, Path]]:
+    """``(series folder, RTSTRUCT)`` of a case folder, None when it holds no DICOM at all."""
+    from ..io.common import DICOM_SUFFIXES, has_dicom_preamble
+    from ..io.dicom.objects import modality_of
+
+    places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    rtstructs, series = [], []
+    for place in places:
+        holds_images = False
+        for path in sorted(p for p in place.iterdir() if p.is_file() and not p.name.startswith(".")):
+            if not (format_suffix(path) in DICOM_SUFFIXES or has_dicom_preamble(path)):
+                continue
+            modality = modality_of(path)
+            if modality == "RTSTRUCT":
+                rtstructs.append(path)
+            elif modality and modality not in _NOT_IMAGES:
+                holds_images = True
+        if holds_images:
+            series.append(place)
+    if not rtstructs and not series:
+        return None
+    if len(series) != 1:
+        found = ", ".join(str(p.relative_to(folder.parent)) for p in series) or "none"
+        raise DatasetError(f"{folder}: a DICOM case folder needs exactly one folder of image files; found {found}")
+    if len(rtstructs) != 1:
+        found = ", ".join(p.name for p in rtstructs) or "none"
+        raise DatasetError(f"{folder}: a DICOM case folder needs exactly one RTSTRUCT; found {found}")
+    return series[0], rtstructs[0]
+
+
+def _load_dicom_cases(root: Path, folders: list[Path]) -> Optional[Dataset]:
+    """The DICOM case-folder layout, or None when no case folder holds DICOM files."""
+    from ..io.dicom import list_rois
+
+    found = [(folder, _dicom_case(folder)) for folder in folders]
+    found = [(folder, pair) for folder, pair in found if pair is not None]
+    if not found:
+        return None
+    names_file = root / "dataset.json"
+    if names_file.is_file():
+        names = _nnunet_label_names(names_file)
+    else:
+        order: dict[str, str] = {}
+        for _, (_, rtstruct) in found:
+            for roi in list_rois(rtstruct):
+                order.setdefault(roi.name.strip().lower(), roi.name.strip())
+        names = {value: name for value, name in enumerate(order.values(), start=1)}
+    cases = [Case(folder.name, series, rtstruct, dict(names)) for folder, (series, rtstruct) in found]
+    return _finish(root.name, cases, root, "dicom")
+
+
 # ---------------------------------------------------------------------------
 # manifests
 # ---------------------------------------------------------------------------
@@ -422,11 +499,12 @@ def load_dataset(path) -> Dataset:
     Args:
         path: a folder holding ``images/`` + ``labels/`` (or ``imagesTr/`` +
             ``labelsTr/``, ``imgs/`` + ``gts/``), a folder of ``.npz`` files with
-            ``imgs`` and ``gts``, or a ``.csv`` / ``.json`` manifest.
+            ``imgs`` and ``gts``, a folder of DICOM case folders (series + RTSTRUCT),
+            or a ``.csv`` / ``.json`` manifest.
 
     Returns:
-        :class:`Dataset`. Nothing is read but file names (and NPZ key lists):
-        images are loaded by the benchmark, case by case.
+        :class:`Dataset`. Nothing is read but file names (NPZ key lists, DICOM
+        modalities and ROI names): images are loaded by the benchmark, case by case.
 
     Raises:
         DatasetError: no such path, unknown layout, images without labels or
@@ -453,7 +531,12 @@ def load_dataset(path) -> Dataset:
     npz = sorted(p for p in path.glob("*.npz") if not p.name.startswith("."))
     if npz:
         return _load_npz_folder(path, npz)
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    dicom = _load_dicom_cases(path, folders) if folders else None
+    if dicom is not None:
+        return dicom
     raise DatasetError(
         f"{path}: unknown dataset layout; expected images/ + labels/ (or imagesTr/ + labelsTr/, imgs/ + gts/), "
-        "MedSAM .npz files with imgs and gts, or a .csv / .json manifest (see docs/evaluation.md)"
+        "MedSAM .npz files with imgs and gts, DICOM case folders (series + RTSTRUCT), or a .csv / .json manifest "
+        "(see docs/evaluation.md)"
     )

@@ -51,7 +51,7 @@ from ..errors import PromptsegError
 from ..datasets.layouts import Case, Dataset, load_dataset
 from ..datasets.metrics_table import COLUMNS, write_metrics
 from ..inference import ObjectResult, compose_labels, segment
-from ..io import load_labels, load_volume, save_mask
+from ..io import load_volume, save_mask
 from ..io.jsonfile import json_ready, write_json
 from ..models import Capability, Segmenter, has
 from ..prompts import ObjectPrompt, prompt_to_dict
@@ -329,7 +329,7 @@ class _CaseData:
     @property
     def reference(self) -> np.ndarray:
         if self._reference is None:
-            self._reference = load_labels(self.case.label, reference=self.volume).array
+            self._reference = self.case.reference_labels(self.volume)
         return self._reference
 
     @property

@@ -9,6 +9,11 @@ its image suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`
 (``case1.nii.gz`` vs ``case1.npz``). Folders are not searched recursively; hidden files
 and files without an image suffix (``.raw`` companions, CSV, JSON) are ignored.
 
+``gt`` may also be a folder of DICOM case folders (a CT/MR series + an RTSTRUCT each,
+see :mod:`promptseg.evaluation.datasets`): the reference of case ``x`` is its RTSTRUCT
+rasterised onto its series, compared with the prediction ``x.nii.gz`` (or any label
+format) written on that series' grid.
+
 A case found in only one folder is an error that lists them, unless
 ``allow_missing=True``: then a reference without a prediction is scored as an **empty
 prediction** (Dice 0, NSD 0, HD95 inf -- a missed case must not vanish from the
@@ -35,7 +40,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import GeometryError, ImageReadError
-from ..io import SUPPORTED_IMAGE_SUFFIXES, load_labels
+from ..io import SUPPORTED_IMAGE_SUFFIXES, load_labels, load_volume
 from ..io.common import format_suffix
 from ..io.readers import grid_differences
 from ..volume import Volume
@@ -71,6 +76,19 @@ def _cases_in(folder: Path, role: str) -> dict[str, Path]:
             f"the {role} folder {folder} holds several files for the same case name ({len(clashes)} case(s)): {shown}"
         )
     return {name: paths[0] for name, paths in files.items()}
+
+
+def _dicom_cases(gt: Path) -> Optional[dict]:
+    """``{case id: Case}`` when ``gt`` is a folder of DICOM case folders (series + RTSTRUCT), else None."""
+    if not gt.is_dir() or any(_is_label_file(p) for p in gt.iterdir()):
+        return None
+    from .datasets import DatasetError, load_dataset
+
+    try:
+        dataset = load_dataset(gt)
+    except DatasetError:
+        return None
+    return {case.case_id: case for case in dataset.cases} if dataset.layout == "dicom" else None
 
 
 def _listing(names: Sequence[str], limit: int = 10) -> str:
@@ -116,7 +134,7 @@ def match_cases(pred, gt, allow_missing: bool = False) -> Matching:
         raise EvaluationError(f"--pred is {pred_kind} and --gt is {gt_kind}: give two label files or two folders")
     if not pred.is_dir():
         return Matching([(case_name(gt), pred, gt)])
-    preds, gts = _cases_in(pred, "prediction"), _cases_in(gt, "reference")
+    preds, gts = _cases_in(pred, "prediction"), _dicom_cases(gt) or _cases_in(gt, "reference")
     pred_only = sorted(set(preds) - set(gts))
     gt_only = sorted(set(gts) - set(preds))
     if (pred_only or gt_only) and not allow_missing:
@@ -142,7 +160,8 @@ def load_pair(pred, gt) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
 
     Args:
         pred: prediction label file, or ``None`` for an empty prediction.
-        gt: reference label file.
+        gt: reference label file, or a DICOM :class:`~promptseg.evaluation.datasets.Case`
+            (its RTSTRUCT on its series).
 
     Returns:
         ``(pred_array, gt_array, spacing)`` -- integer arrays ``(z, y, x)`` with spacing
@@ -152,7 +171,12 @@ def load_pair(pred, gt) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         ImageReadError: unreadable file or not a label map.
         GeometryError: shape, or spacing/origin/direction stored by both files, differ.
     """
-    reference = load_labels(gt)
+    if hasattr(gt, "reference_labels"):  # a DICOM case: series + RTSTRUCT
+        series = load_volume(gt.image)
+        reference = series.with_array(gt.reference_labels(series))
+        gt = gt.label
+    else:
+        reference = load_labels(gt)
     if pred is None:
         prediction = reference.with_array(np.zeros_like(reference.array))
         prediction.metadata["stored_geometry"] = ()
@@ -201,7 +225,7 @@ def evaluate_files(
     tolerance = check_tolerance(tolerance_mm)
     wanted = None if labels is None else check_labels(labels)
     pred_array, gt_array, spacing = load_pair(pred, gt)
-    name = case if case is not None else case_name(gt)
+    name = case if case is not None else getattr(gt, "case_id", None) or case_name(gt)
     return [
         {"case": name, **m.as_dict()}
         for m in case_metrics(pred_array, gt_array, spacing, labels=wanted, tolerance_mm=tolerance)

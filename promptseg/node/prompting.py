@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DicomError, PromptsegError
-from ..prompts import ObjectPrompt, box_from_mask, load_prompt_file, make_object, validate
+from ..prompts import ObjectPrompt, load_prompt_file, make_object, validate
+from ..prompts.roi import largest_slice_box
 from ..volume import Volume
 from .checks import SeriesRejected
 from .config import PromptItem, Rule, compile_pattern
@@ -24,13 +25,6 @@ def _dicom_io():
     from ..io import dicom
 
     return dicom
-
-
-def largest_cross_section(mask: np.ndarray) -> tuple[int, tuple[float, float, float, float]]:
-    """``(slice, box)`` of a ``(z, y, x)`` bool mask's slice with most voxels (lowest z on ties)."""
-    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
-    z = int(np.argmax(areas))
-    return z, box_from_mask(mask[z])
 
 
 def _roi_prompt(item: PromptItem, volume: Volume, rtstructs: Sequence[Path], dicom) -> tuple[ObjectPrompt, str]:
@@ -60,9 +54,8 @@ def _roi_prompt(item: PromptItem, volume: Volume, rtstructs: Sequence[Path], dic
             continue
         except PromptsegError:
             raise SeriesRejected(f"ROI {roi.name!r} has no contour on this series") from None
-        z, box = largest_cross_section(np.asarray(mask, bool))
         name = item.name or f"{roi.name}_promptseg"
-        return make_object(slice=z, box=box, label=item.label, name=name), name
+        return largest_slice_box(np.asarray(mask, bool), label=item.label, name=name), name
     if problems:
         raise SeriesRejected(f"no RTSTRUCT of the study with an ROI matching {item.roi!r} refers to this series "
                              f"({'; '.join(problems)})")

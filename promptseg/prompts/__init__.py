@@ -4,7 +4,8 @@
   against an image, conversions (line -> box, mask -> box, key-box interpolation);
 - :mod:`.parse` -- text forms (``"x0,y0,x1,y1"``, ``"Z:x0,y0,x1,y1"``) and the rules for
   which prompt options combine (:func:`objects_from_options`);
-- :mod:`.file` -- the JSON prompt file.
+- :mod:`.file` -- the JSON prompt file;
+- :mod:`.roi` -- a box prompt from an existing RTSTRUCT ROI (imports the DICOM readers, so not re-exported here).
 """
 
 from .file import load_prompt_file, parse_prompt_document, prompt_to_dict

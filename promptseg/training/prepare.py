@@ -36,7 +36,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..errors import PromptsegError
-from ..io import load_labels, load_volume
+from ..io import load_volume
 from ..io.atomic import atomic_path
 from ..io.jsonfile import write_json
 from ..intensity import NormalizedSlices
@@ -99,7 +99,7 @@ def clean_labels(labels: np.ndarray, min_voxels: int, min_pixels: int) -> np.nda
 def prepare_case(case, segmenter, settings: PrepareSettings, rng: np.random.Generator) -> dict:
     """Samples of one case as arrays (see the module docstring for the keys)."""
     volume = load_volume(case.image)
-    labels = load_labels(case.label, reference=volume).array
+    labels = case.reference_labels(volume)
     labels = select_labels(labels, settings.labels, settings.rename)
     labels = clean_labels(labels, settings.min_object_voxels, settings.min_object_pixels)
     slices = NormalizedSlices.of(volume, modality=settings.modality, window=settings.window)

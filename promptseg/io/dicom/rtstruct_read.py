@@ -21,13 +21,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from ...errors import DicomError, PromptError
 from ...volume import Volume
+from ..common import DICOM_SUFFIXES, format_suffix, has_dicom_preamble
 from .contours import polygons_to_mask
 from .objects import modality_of, read_object
 from .planes import SlicePlanes, slice_planes
@@ -45,6 +46,7 @@ class RoiInfo:
         interpreted_type: RT ROI Interpreted Type (``"ORGAN"``, ``"GTV"``, ...) or ``""``.
         contour_count: contours in the file for this ROI (all slices).
         notes: what could not be used, in words (skipped contours, overlaps, no contours).
+        kind: ``"ROI"`` (RTSTRUCT) or ``"segment"`` (SEG; ``contour_count`` then counts slices).
     """
 
     number: int
@@ -54,13 +56,15 @@ class RoiInfo:
     interpreted_type: str = ""
     contour_count: int = 0
     notes: list[str] = field(default_factory=list)
+    kind: str = "ROI"
 
     def describe(self) -> str:
-        """One line: label, number, name, type, contour count, colour."""
-        parts = [f"label {self.label}: ROI {self.number} '{self.name}'"]
+        """One line: label, number, name, type, contour count (ROIs), colour."""
+        parts = [f"label {self.label}: {self.kind} {self.number} '{self.name}'"]
         if self.interpreted_type:
             parts.append(self.interpreted_type)
-        parts.append(f"{self.contour_count} contours")
+        if self.kind == "ROI":
+            parts.append(f"{self.contour_count} contours")
         if self.color:
             parts.append("colour " + ",".join(str(c) for c in self.color))
         return ", ".join(parts)
@@ -129,6 +133,19 @@ def _roi_infos(dataset: Dataset, path: Path) -> list[RoiInfo]:
             )
         )
     return rois
+
+
+def dicom_modality(path) -> Optional[str]:
+    """The Modality of ``path`` if it is a DICOM file (preamble or DICOM suffix), else None."""
+    path = Path(path)
+    if not path.is_file() or not (has_dicom_preamble(path) or format_suffix(path) in DICOM_SUFFIXES):
+        return None
+    return modality_of(path)
+
+
+def is_rtstruct(path) -> bool:
+    """True if ``path`` is a DICOM file (preamble or DICOM suffix) whose Modality is RTSTRUCT."""
+    return dicom_modality(path) == "RTSTRUCT"
 
 
 def list_rois(path) -> list[RoiInfo]:
@@ -271,18 +288,40 @@ def _rasterise(
     return rois, masks
 
 
-def read_rtstruct(path, reference: Volume) -> RoiLabels:
+def _relabel(rois: list[RoiInfo], roi_labels: Mapping[str, int], path: Path) -> list[RoiInfo]:
+    """Keep the ROIs named in ``roi_labels`` (case-insensitive) with their given label values."""
+    wanted = {}
+    for name, value in roi_labels.items():
+        if int(value) < 1:
+            raise DicomError(f"label value of ROI {name!r} must be >= 1, got {value}")
+        wanted[str(name).strip().lower()] = int(value)
+    kept = []
+    for roi in rois:
+        value = wanted.get(roi.name.strip().lower())
+        if value is not None:
+            if any(k.label == value for k in kept):
+                raise DicomError(f"{path}: two ROIs are called {roi.name!r} (case-insensitively); cannot tell them apart")
+            roi.label = value
+            kept.append(roi)
+    return kept
+
+
+def read_rtstruct(path, reference: Volume, *, roi_labels: Optional[Mapping[str, int]] = None) -> RoiLabels:
     """Read an RTSTRUCT as a label map on the grid of ``reference``.
 
     Args:
         path: RTSTRUCT file.
         reference: the series the structures were drawn on, read with
             :func:`promptseg.io.load_volume` (it carries the DICOM provenance).
+        roi_labels: ``{ROI name: label value}`` to read only those ROIs (names matched
+            case-insensitively; a name the file lacks is simply absent) with fixed label
+            values -- the same structure keeps its label across cases. Default: every
+            ROI, labels 1..N in file order.
 
     Returns:
-        :class:`RoiLabels`: ``labels`` (uint8, or uint16 beyond 255 ROIs) on the
-        reference grid, one label per ROI in file order; ``rois`` with names,
-        colours and notes on anything skipped.
+        :class:`RoiLabels`: ``labels`` (uint8, or uint16 beyond 255) on the reference
+        grid; ``rois`` (the ROIs read, in file order) with names, colours and notes on
+        anything skipped.
 
     Raises:
         DicomError: unreadable or malformed file, not an RTSTRUCT, another Frame
@@ -290,8 +329,16 @@ def read_rtstruct(path, reference: Volume) -> RoiLabels:
     """
     path = Path(path)
     dataset = read_object(path, "RTSTRUCT")
-    rois, masks = _rasterise(dataset, reference, path)
-    dtype = np.uint8 if len(rois) <= np.iinfo(np.uint8).max else np.uint16
+    if roi_labels is None:
+        rois, masks = _rasterise(dataset, reference, path)
+    else:
+        names = {roi.name.strip().lower() for roi in _relabel(_roi_infos(dataset, path), roi_labels, path)}
+        rois, masks = _rasterise(dataset, reference, path, keep=lambda roi: roi.name.strip().lower() in names)
+        by_old_label = {roi.label: roi for roi in rois}
+        rois = _relabel(rois, roi_labels, path)
+        masks = {by_old_label[old].label: mask for old, mask in masks.items() if by_old_label[old] in rois}
+    top = max([roi.label for roi in rois], default=0)
+    dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16
     labels = np.zeros(reference.shape, dtype=dtype)
     by_label = {roi.label: roi for roi in rois}
     order = sorted(masks, key=lambda label: -int(masks[label].sum()))  # largest first: smaller ROIs stay on top

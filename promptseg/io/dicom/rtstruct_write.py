@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 
 from ...errors import DicomError, GeometryError
 from ...volume import Volume
@@ -102,11 +104,13 @@ def roi_names(values: list[int], names: Optional[Mapping[int, str]], taken: set[
     return result
 
 
-def roi_colours(values: list[int], colors: Optional[Mapping[int, tuple]]) -> dict[int, tuple[int, int, int]]:
-    """An (r, g, b) 0-255 colour per label (``colors`` or the default cycle)."""
+def roi_colours(
+    values: list[int], colors: Optional[Mapping[int, tuple]], start: int = 0
+) -> dict[int, tuple[int, int, int]]:
+    """An (r, g, b) 0-255 colour per label (``colors``, else the default cycle shifted by ``start``)."""
     result = {}
     for value in values:
-        colour = (colors or {}).get(value) or ROI_COLOURS[(value - 1) % len(ROI_COLOURS)]
+        colour = (colors or {}).get(value) or ROI_COLOURS[(value - 1 + start) % len(ROI_COLOURS)]
         try:
             rgb = tuple(int(c) for c in colour)
         except (TypeError, ValueError):
@@ -148,6 +152,22 @@ def _frame_reference(provenance: DicomProvenance) -> Dataset:
     return frame
 
 
+_CONTOUR_DATA = Tag(0x3006, 0x0050)
+
+
+def _decimal_strings(values: np.ndarray) -> RawDataElement:
+    """Contour Data as an encoded DS element (backslash-separated, even length).
+
+    Stored as pydicom's raw element: the strings are made by :func:`ds`
+    (``format_number_as_ds``), and letting pydicom re-validate them one
+    ``DSfloat`` at a time takes most of the time of writing a body outline.
+    """
+    encoded = "\\".join(ds(v) for v in values).encode("ascii")
+    if len(encoded) % 2:
+        encoded += b" "
+    return RawDataElement(_CONTOUR_DATA, "DS", len(encoded), encoded, 0, False, True)
+
+
 def _contours(mask: np.ndarray, planes: SlicePlanes, provenance: DicomProvenance) -> list[Dataset]:
     """Contour Sequence items of one ROI's mask ``(z, y, x)``."""
     items = []
@@ -159,7 +179,7 @@ def _contours(mask: np.ndarray, planes: SlicePlanes, provenance: DicomProvenance
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(points)
             contour.ContourNumber = len(items) + 1
-            contour.ContourData = [ds(v) for v in points.ravel()]
+            contour[_CONTOUR_DATA] = _decimal_strings(points.ravel())
             items.append(contour)
     return items
 
@@ -352,6 +372,6 @@ def write_rtstruct(
         chosen = roi_names(values, names, taken)
     except DicomError as error:
         raise DicomError(f"{error}{' in ' + add_to.name if add_to is not None else ''}") from None
-    _add_rois(dataset, labels, planes, provenance, chosen, roi_colours(values, colors),
+    _add_rois(dataset, labels, planes, provenance, chosen, roi_colours(values, colors, start=len(taken)),
               algorithm or f"promptseg {__version__}")
     return save_dataset(dataset, path)

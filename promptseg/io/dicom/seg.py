@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from ...errors import DicomError
 from ...volume import Volume
-from .objects import modality_of, new_uid, save_dataset
+from .objects import modality_of, new_uid, read_object, save_dataset
 from .planes import slice_planes
 from .provenance import DicomProvenance
 from .rtstruct_read import RoiInfo, RoiLabels
@@ -159,6 +159,34 @@ def write_seg(
     return save_dataset(seg, path)
 
 
+def _rgb(lab) -> Optional[tuple[int, int, int]]:
+    """An (r, g, b) colour from a Recommended Display CIELab Value, or None."""
+    import highdicom as hd
+
+    try:
+        return hd.color.CIELabColor.from_dicom_value([int(v) for v in lab]).to_rgb(clip=True) if lab else None
+    except (TypeError, ValueError):
+        return None
+
+
+def list_segments(path) -> list[RoiInfo]:
+    """The segments of a SEG file (number, label, colour), without reading its frames.
+
+    Raises:
+        DicomError: not a readable SEG.
+    """
+    path = Path(path)
+    dataset = read_object(path, "SEG")
+    items = [i for i in dataset.get("SegmentSequence", []) if int(i.get("SegmentNumber", 1)) > 0]  # 0: background
+    kind = str(dataset.get("SegmentationType", ""))
+    return [
+        RoiInfo(number=int(item.get("SegmentNumber", label)), label=label, kind="segment", interpreted_type=kind,
+                name=str(item.get("SegmentLabel", "") or f"Segment {label}"),
+                color=_rgb(item.get("RecommendedDisplayCIELabValue")))
+        for label, item in enumerate(items, start=1)
+    ]
+
+
 def read_seg(path, reference: Volume) -> RoiLabels:
     """Read a DICOM SEG as a label map on the grid of the series it segments.
 
@@ -205,13 +233,9 @@ def read_seg(path, reference: Volume) -> RoiLabels:
     rois = []
     for label, number in enumerate(numbers, start=1):
         description = seg.get_segment_description(number)
-        lab = description.get("RecommendedDisplayCIELabValue")
-        try:
-            colour = hd.color.CIELabColor.from_dicom_value([int(v) for v in lab]).to_rgb(clip=True) if lab else None
-        except (TypeError, ValueError):
-            colour = None
+        colour = _rgb(description.get("RecommendedDisplayCIELabValue"))
         rois.append(RoiInfo(number=number, name=str(description.segment_label), color=colour, label=label,
-                            contour_count=int(masks[..., label - 1].any(axis=(1, 2)).sum())))
+                            kind="segment", contour_count=int(masks[..., label - 1].any(axis=(1, 2)).sum())))
     labels = np.zeros(reference.shape, dtype=np.uint8 if len(numbers) < 256 else np.uint16)
     sizes = masks.reshape(-1, len(numbers)).sum(axis=0)
     for index in np.argsort(-sizes, kind="stable"):

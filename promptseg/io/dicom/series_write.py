@@ -5,9 +5,8 @@ test series from real scans. Every slice gets Image Position (Patient) from the
 volume's origin, spacing and direction, Image Orientation (Patient) from the
 direction's x and y columns and Pixel Spacing = [row (y), column (x)] spacing;
 pixels are stored as 16-bit integers (with Rescale Slope/Intercept only when
-the values are not integers). A volume read from DICOM keeps its patient and
-study; the series, its images and (unless given) the Frame of Reference get
-new UIDs.
+the values are not integers). A volume read from DICOM keeps its patient,
+study and Frame of Reference; the series and its images get new UIDs.
 """
 
 from __future__ import annotations
@@ -155,7 +154,8 @@ def write_series(
         body_part: Body Part Examined (``"CHEST"``, ``"HEAD"``, ...; default: the
             provenance's, else none). Validators expect it to know whether
             Laterality is required.
-        uids: optional fixed UIDs, keys ``"study"``, ``"series"``, ``"frame_of_reference"``.
+        uids: optional fixed UIDs, keys ``"study"``, ``"series"``, ``"frame_of_reference"``
+            (default: new ones, or the provenance's study and Frame of Reference).
 
     Returns:
         The written files in slice order.
@@ -193,7 +193,9 @@ def write_series(
     common = {
         "modality": modality,
         "series": uids.get("series") or new_uid(),
-        "frame_of_reference": uids.get("frame_of_reference") or new_uid(),
+        # same patient, same coordinates: a volume read from DICOM stays in its Frame of Reference
+        "frame_of_reference": uids.get("frame_of_reference") or (source.frame_of_reference_uid if source else "")
+        or new_uid(),
         "series_number": int(series_number),
         "series_description": series_description[:64],
         "slope": slope,
