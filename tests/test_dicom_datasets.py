@@ -10,7 +10,7 @@ import pytest
 
 from fakes import ThresholdSegmenter
 from promptseg.evaluation import benchmark as B
-from promptseg.evaluation.datasets import DatasetError, load_dataset
+from promptseg.datasets.layouts import DatasetError, load_dataset
 from promptseg.evaluation.evaluate import evaluate_paths
 from promptseg.io import load_volume, save_mask
 from promptseg.io.dicom import write_rtstruct, write_series

@@ -10,7 +10,7 @@ its image suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`
 and files without an image suffix (``.raw`` companions, CSV, JSON) are ignored.
 
 ``gt`` may also be a folder of DICOM case folders (a CT/MR series + an RTSTRUCT each,
-see :mod:`promptseg.evaluation.datasets`): the reference of case ``x`` is its RTSTRUCT
+see :mod:`promptseg.datasets.layouts`): the reference of case ``x`` is its RTSTRUCT
 rasterised onto its series, compared with the prediction ``x.nii.gz`` (or any label
 format) written on that series' grid.
 
@@ -82,7 +82,7 @@ def _dicom_cases(gt: Path) -> Optional[dict]:
     """``{case id: Case}`` when ``gt`` is a folder of DICOM case folders (series + RTSTRUCT), else None."""
     if not gt.is_dir() or any(_is_label_file(p) for p in gt.iterdir()):
         return None
-    from .datasets import DatasetError, load_dataset
+    from ..datasets.layouts import DatasetError, load_dataset
 
     try:
         dataset = load_dataset(gt)
@@ -160,7 +160,7 @@ def load_pair(pred, gt) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
 
     Args:
         pred: prediction label file, or ``None`` for an empty prediction.
-        gt: reference label file, or a DICOM :class:`~promptseg.evaluation.datasets.Case`
+        gt: reference label file, or a DICOM :class:`~promptseg.datasets.layouts.Case`
             (its RTSTRUCT on its series).
 
     Returns:
