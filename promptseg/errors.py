@@ -34,3 +34,10 @@ class CheckpointError(PromptsegError):
 
 class ModelError(PromptsegError):
     """An unknown model name or an unusable model configuration."""
+
+
+class OptionError(PromptsegError, ValueError):
+    """An option is out of range or unusable (stop-rule parameters, a device name, ...).
+
+    Also a ``ValueError``, so code that validated options with ``ValueError`` keeps working.
+    """

@@ -714,7 +714,7 @@ def test_output_folder_is_a_file(tmp_path, volume):
 
 def test_destination_is_a_directory(tmp_path, volume):
     (tmp_path / "taken.nii.gz").mkdir()
-    with pytest.raises(ImageWriteError, match=r"cannot write .*taken.nii.gz: Is a directory"):
+    with pytest.raises(ImageWriteError, match=r"cannot write .*taken.nii.gz: it is a folder"):
         save_volume(volume, tmp_path / "taken.nii.gz")
     assert files_in(tmp_path) == ["taken.nii.gz"]
     assert list((tmp_path / "taken.nii.gz").iterdir()) == []

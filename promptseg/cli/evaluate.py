@@ -74,12 +74,8 @@ def default_summary_path(output) -> Path:
 def run(args) -> int:
     import sys
 
-    from ..evaluation.evaluate import (
-        evaluate_matching,
-        match_cases,
-        write_metrics_csv,
-        write_summary_json,
-    )
+    from ..evaluation.evaluate import evaluate_matching, match_cases, write_evaluation
+    from ..io import check_destination
     from ..evaluation.metrics import EvaluationError, check_tolerance
     from ..evaluation.summary import format_table, summarize
 
@@ -88,6 +84,8 @@ def run(args) -> int:
     summary_path = Path(args.summary) if args.summary else default_summary_path(args.output)
     if Path(args.output).resolve() == summary_path.resolve():
         raise EvaluationError("--summary must differ from the CSV output (-o)")
+    for destination in (args.output, summary_path):  # before any work: unwritable outputs fail now
+        check_destination(destination, inputs=(args.pred, args.gt))
     matching = match_cases(args.pred, args.gt, allow_missing=args.allow_missing)
     if matching.gt_only:
         print(f"{len(matching.gt_only)} case(s) without a prediction, scored as empty: "
@@ -109,8 +107,7 @@ def run(args) -> int:
         "quartiles with linear interpolation",
         "per_label": per_label,
     }
-    csv_path = write_metrics_csv(rows, args.output)
-    json_path = write_summary_json(summary, summary_path)
+    csv_path, json_path = write_evaluation(rows, summary, args.output, summary_path)
     cases = len(matching.pairs)
     print(f"{cases} case(s), {len(rows)} case-label row(s), NSD tolerance {tolerance:g} mm")
     if rows:

@@ -151,16 +151,24 @@ def _prompts_from_args(args, volume):
 
 
 def run(args) -> int:
+    from ..device import check_device_name
     from ..errors import ModelError, PromptError
     from ..intensity import resolve_window
-    from ..io import load_labels
+    from ..io import check_output_path, load_labels
     from ..models import build_segmenter
     from ..models.registry import MODELS
-    from ..overlay import save_overlay
+    from ..overlay import check_overlay_path, save_overlay
     from ..prompts import validate
     from ..segmentation import dice, segment
     from ..stop_rule import StopRule
 
+    inputs = (args.image, args.reference, args.prompts, args.checkpoint)
+    check_output_path(args.output, inputs=inputs)  # before any work: a path that cannot be written fails now
+    if args.overlay:
+        check_overlay_path(args.overlay, inputs=inputs + (args.output,))
+    check_device_name(args.device)
+    rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
+                    min_object_fraction=args.stop_appearance)
     if args.memory_stop_after < 0:
         raise PromptError(f"--memory-stop-after must be >= 0, got {args.memory_stop_after}")
     spec = MODELS.get(args.model)
@@ -173,8 +181,6 @@ def run(args) -> int:
         validate(p, volume.shape)
     window = resolve_window(args.window) if args.window else None
     reference = load_labels(args.reference, reference=volume) if args.reference else None
-    rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
-                    min_object_fraction=args.stop_appearance)
     segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
     memory_options = None
     if args.propagation == "memory":

@@ -29,6 +29,7 @@ as 2D images: boundaries are contours and NSD is a share of contour length.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import GeometryError, ImageReadError
-from ..io import SUPPORTED_IMAGE_SUFFIXES, atomic_path, load_labels
+from ..io import SUPPORTED_IMAGE_SUFFIXES, atomic_path, atomic_paths, load_labels
 from ..io.common import format_suffix
 from ..io.readers import grid_differences
 from ..volume import Volume
@@ -270,23 +271,28 @@ def _csv_value(value) -> str:
     return str(value)
 
 
+def _csv_text(rows: Iterable[dict]) -> str:
+    rows = list(rows)
+    columns = list(CSV_COLUMNS)
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_value(row.get(column, "")) for column in columns])
+    return buffer.getvalue()
+
+
 def write_metrics_csv(rows: Iterable[dict], path) -> Path:
     """Write metric rows as CSV (atomically): :data:`CSV_COLUMNS` first, any extra keys after.
 
     Floats are written with 10 significant digits; an infinite HD95 as ``inf``.
     Returns the path written.
     """
-    rows = list(rows)
-    columns = list(CSV_COLUMNS)
-    for row in rows:
-        columns += [key for key in row if key not in columns]
     path = Path(path)
     with atomic_path(path) as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_csv_value(row.get(column, "")) for column in columns])
+        temporary.write_text(_csv_text(rows), encoding="utf-8", newline="")
     return path
 
 
@@ -319,13 +325,32 @@ def _json_safe(value):
     return value
 
 
+def _json_text(summary) -> str:
+    return json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
+
+
 def write_summary_json(summary, path) -> Path:
     """Write a summary (the output of :func:`~promptseg.evaluation.summary.summarize`, or a
     dict holding it) as indented JSON, atomically. Non-finite numbers become ``null``.
     Returns the path written."""
     path = Path(path)
     with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(summary), handle, indent=2, allow_nan=False)
-            handle.write("\n")
+        temporary.write_text(_json_text(summary), encoding="utf-8")
     return path
+
+
+def write_evaluation(rows: Iterable[dict], summary, csv_path, json_path) -> tuple[Path, Path]:
+    """Write the metrics CSV and its JSON summary together: both appear, or neither changes
+    (a full disk or an unwritable folder leaves no half of the pair behind).
+
+    Returns:
+        ``(csv_path, json_path)``.
+
+    Raises:
+        ImageWriteError: one line naming the files.
+    """
+    csv_path, json_path = Path(csv_path), Path(json_path)
+    with atomic_paths(csv_path, json_path) as (csv_tmp, json_tmp):
+        csv_tmp.write_text(_csv_text(rows), encoding="utf-8", newline="")
+        json_tmp.write_text(_json_text(summary), encoding="utf-8")
+    return csv_path, json_path

@@ -186,6 +186,10 @@ def scan_data(declared: DeclaredImage, source: str, check_finite: bool = False) 
     """
     if declared.encoding == TEXT:
         return _scan_text(declared, source)
+    if declared.encoding == RAW and not check_finite:
+        size = declared.data_path.stat().st_size
+        present = size - declared.data_offset if declared.data_offset >= 0 else size
+        return ScanResult(max(min(present, declared.nbytes), 0), 0)
     dtype = declared.dtype
     floating = check_finite and dtype.kind == "f"
     wanted = declared.nbytes

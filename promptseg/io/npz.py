@@ -63,10 +63,10 @@ def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) 
     """
     key = info.filename[: -len(".npy")]
     if info.flag_bits & 0x1:
-        raise ImageReadError(f"cannot read {path}: key '{quote(key)}' is encrypted")
+        raise ImageReadError(f"cannot read {path}: key {quote(key)} is encrypted")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise ImageReadError(
-            f"cannot read {path}: key '{quote(key)}' uses zip compression method {info.compress_type}; "
+            f"cannot read {path}: key {quote(key)} uses zip compression method {info.compress_type}; "
             "only stored and deflated members (as NumPy writes them) are read"
         )
     try:
@@ -81,17 +81,17 @@ def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) 
             header_bytes = member.tell()
     except _HEADER_ERRORS + _DATA_ERRORS as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ImageReadError(f"cannot read {path}: key '{quote(key)}' has a malformed array header ({quote(reason, 80)})") from None
+        raise ImageReadError(f"cannot read {path}: key {quote(key)} has a malformed array header ({printable(reason, 80)})") from None
     if dtype.hasobject or dtype.kind not in NUMERIC_KINDS + "c" or dtype.fields is not None or dtype.subdtype:
         raise ImageReadError(
-            f"{path}: key '{quote(key)}' holds {dtype} values; an image or label map must hold numbers "
+            f"{path}: key {quote(key)} holds {dtype} values; an image or label map must hold numbers "
             "(no pickled objects, text, bytes, dates or records)"
         )
-    check_allocation(shape, dtype.itemsize, f"{path} (key '{quote(key)}')")
+    check_allocation(shape, dtype.itemsize, f"{path} (key {quote(key)})")
     needed = header_bytes + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
     if info.file_size < needed:
         raise ImageReadError(
-            f"cannot read {path}: key '{quote(key)}' is truncated ({info.file_size} of {needed} bytes in the archive)"
+            f"cannot read {path}: key {quote(key)} is truncated ({info.file_size} of {needed} bytes in the archive)"
         )
     return shape, dtype
 

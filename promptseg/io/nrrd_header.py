@@ -145,7 +145,9 @@ def _check_directions(vectors: list[list[float] | None], path: Path) -> None:
     if len({v.size for v in spatial}) != 1:
         raise _fail(path, "space direction vectors differ in length")
     matrix = np.stack(spatial, axis=1)
-    norms = np.linalg.norm(matrix, axis=0)
+    scale = np.max(np.abs(matrix), axis=0)
+    scale[scale == 0] = 1
+    norms = scale * np.linalg.norm(matrix / scale, axis=0)  # no overflow for 1e200 mm
     problem = spacing_problem(norms)
     if problem:
         raise _fail(path, f"space directions give a {problem}")

@@ -114,23 +114,24 @@ def sitk_from_volume(volume: Volume, array: Optional[np.ndarray] = None) -> sitk
     return image
 
 
-def declared_image(path: Path) -> DeclaredImage:
-    """Parse and check the header of a NIfTI, NRRD or MetaImage file before ITK opens it.
-
-    Returns:
-        What the header declares (see :class:`~.declared.DeclaredImage`),
-        already checked against the read budget and the file's size.
+def parse_header(path: Path) -> DeclaredImage:
+    """What the header of a NIfTI, NRRD or MetaImage file declares (format chosen from the name).
 
     Raises:
         ImageReadError: a malformed or implausible header (one line).
     """
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        declared = declared_nifti(path)
-    elif name.endswith((".nrrd", ".nhdr")):
-        declared = declared_nrrd(path)
-    else:
-        declared = declared_metaimage(path)
+        return declared_nifti(path)
+    if name.endswith((".nrrd", ".nhdr")):
+        return declared_nrrd(path)
+    return declared_metaimage(path)
+
+
+def declared_image(path: Path) -> DeclaredImage:
+    """:func:`parse_header`, then checked against the read budget and the file's size
+    (:func:`~.declared.check_declared`) before ITK opens the file."""
+    declared = parse_header(path)
     check_declared(declared, str(path), path)
     return declared
 

@@ -257,15 +257,10 @@ def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other values as torch understands them."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from ..errors import ModelError
+    """``"auto"`` -> CUDA when available, else CPU; see :func:`promptseg.device.resolve_device`."""
+    from ..device import resolve_device as resolve
 
-        raise ModelError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
-    return device
+    return resolve(device)
 
 
 def _build(checkpoint=None, device="cpu", **kwargs) -> LiteMedSAM:

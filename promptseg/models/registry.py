@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 from typing import Optional
 
+from ..device import check_device_name
 from ..errors import CheckpointError, ModelError
 from .base import Segmenter
 from .spec import ModelSpec
@@ -44,16 +45,18 @@ def build_segmenter(
     Args:
         name: a key of :data:`MODELS` (``promptseg models`` lists them).
         checkpoint: weights file; None uses the backend's bundled weights (LiteMedSAM only).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
         **kwargs: backend options (e.g. ``runtime=`` for LiteMedSAM).
 
     Raises:
         ModelError: unknown name.
+        OptionError: a malformed device name, or a device this machine lacks.
         CheckpointError: missing file (naming where to get it) or mismatching weights.
     """
     spec = MODELS.get(name)
     if spec is None:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    check_device_name(device)
     if checkpoint is None and spec.needs_checkpoint:
         raise CheckpointError(f"model {name} needs weights: --checkpoint FILE ({spec.checkpoint})")
     if checkpoint is not None and not Path(checkpoint).is_file():

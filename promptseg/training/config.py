@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import PromptsegError
 
@@ -120,8 +120,15 @@ class TrainSection(_Section):
     #: compute image embeddings once and reuse them when the image encoder is frozen
     cache_embeddings: bool = True
     num_workers: int = Field(default=0, ge=0)
-    #: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``
+    #: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``
     device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        from ..device import check_device_name
+
+        return check_device_name(value)
     #: stop after this many optimiser steps (tests, smoke runs); None = full epochs
     max_steps: Optional[int] = Field(default=None, ge=1)
 
