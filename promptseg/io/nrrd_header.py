@@ -12,6 +12,9 @@ dependency) and refuses:
 * non-finite or out-of-range spacings (``nan`` stays allowed: NRRD's "unknown"),
   ``space directions`` that are not finite, out of range or linearly dependent,
   a non-finite ``space origin``;
+* an unknown field, or a field line longer than 1000 characters (teem writes a
+  failing line into a 1 KiB buffer: a long malformed ``kinds`` or ``centers``
+  line, or a misspelt field name with a long value, crashes the process);
 * a ``data file`` that is a list or a file-name pattern, or not a regular file.
 """
 
@@ -52,6 +55,15 @@ _SYNONYMS = {
     "sampleunits": "sample units", "spaceunits": "space units", "measurementframe": "measurement frame",
     "blocksize": "block size",
 }
+#: the fields teem knows (after synonyms); teem crashes while reporting some unknown or malformed long ones
+FIELDS = {
+    "content", "number", "type", "block size", "dimension", "space", "space dimension", "sizes", "spacings",
+    "thicknesses", "axis mins", "axis maxs", "space directions", "centers", "kinds", "labels", "units", "min",
+    "max", "old min", "old max", "endian", "encoding", "line skip", "byte skip", "sample units", "space units",
+    "space origin", "measurement frame", "data file",
+}
+#: longest field line passed to teem (it formats a failing line into a 1 KiB buffer)
+MAX_FIELD_LINE = 1000
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _VECTOR = re.compile(r"\(\s*([^()]*?)\s*\)")
 
@@ -95,6 +107,11 @@ def _fields(lines: list[str], path: Path) -> dict[str, str]:
             raise _fail(path, f"line {number} is neither 'field: value' nor a comment")
         key = re.sub(r"\s+", " ", name.strip().lower())
         key = _SYNONYMS.get(key.replace(" ", ""), key)
+        if key not in FIELDS:
+            raise _fail(path, f"unknown field {quote(name)} on line {number}")
+        if len(line) > MAX_FIELD_LINE:
+            raise _fail(path, f"field {quote(key)} on line {number} is {len(line)} characters long "
+                              f"(at most {MAX_FIELD_LINE})")
         if key in fields:
             raise _fail(path, f"field {quote(key)} appears twice")
         fields[key] = value.strip()

@@ -59,6 +59,7 @@ def main(argv=None) -> int:
             for detail in details:
                 print(f"{name} {outcome}: {detail}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(counts_json(results))
     return 1 if any(c.bad for c in results.values()) else 0
 
