@@ -200,6 +200,8 @@ def _data_file(fields: dict, path: Path, attached: bool) -> Path:
         if not attached:
             raise _fail(path, "a detached header (.nhdr) needs a 'data file' field")
         return path
+    if not name.strip():
+        raise _fail(path, "the 'data file' field is empty")
     if name.split()[0] == "LIST" or len(name.split()) > 1 and "%" in name:
         raise _fail(path, "data split over several files (LIST or a file-name pattern) is not supported")
     data = Path(name)

@@ -117,7 +117,8 @@ def _nrrd(path: Path, volume) -> Optional[str]:
     end = raw.find(b"\n\n")
     if end < 0:
         return None
-    fields = _text_header(raw, end)
+    # teem reads field names (and endian / encoding words) case-insensitively
+    fields = {key.lower(): value for key, value in reversed(list(_text_header(raw, end).items()))}
     try:
         sizes = [int(v) for v in fields["sizes"].split()]
     except (KeyError, ValueError):
@@ -125,14 +126,14 @@ def _nrrd(path: Path, volume) -> Optional[str]:
     simple = (path.suffix == ".nrrd" and "data file" not in fields and "datafile" not in fields and fields.get("byte skip", "0") == "0"
               and fields.get("line skip", "0") == "0" and fields.get("type") in _NRRD_TYPES)
     data = raw[end + 2:]
-    if simple and fields.get("encoding") in ("gzip", "gz"):
+    if simple and fields.get("encoding", "").lower() in ("gzip", "gz"):
         try:
             data = gzip.decompress(data)
         except Exception:
             return None
-    elif fields.get("encoding") != "raw":
+    elif fields.get("encoding", "").lower() != "raw":
         simple = False
-    order = ">" if fields.get("endian") == "big" else "<"
+    order = ">" if fields.get("endian", "").lower() == "big" else "<"
     return _compare(volume, sizes, data if simple else None, _NRRD_TYPES.get(fields.get("type", "")), order)
 
 
