@@ -261,3 +261,30 @@ def test_labels_written_on_a_nearly_full_disk_read_back_exactly(full_disk):
     labels[1:3, 8:20, 10:24] = 3
     path = save_mask(labels, full_disk / "small.nrrd", reference=grid)
     np.testing.assert_array_equal(load_labels(path, reference=grid).array, labels)
+
+
+def test_atomic_paths_renames_all_or_nothing(tmp_path, monkeypatch):
+    from promptseg.io import atomic_paths
+
+    a, b = tmp_path / "m.csv", tmp_path / "m.summary.json"
+    a.write_text("old csv")
+    with pytest.raises(ImageWriteError, match=r"^cannot write .*m.csv and .*m.summary.json: No space left on device$"):
+        with atomic_paths(a, b) as (ta, tb):
+            ta.write_text("new csv")
+            raise OSError(errno.ENOSPC, "No space left on device")  # while writing the second file
+    assert a.read_text() == "old csv" and sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+    real_fsync = os.fsync
+    calls = []
+
+    def fsync_fails_on_the_second(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fails_on_the_second)
+    with pytest.raises(ImageWriteError, match=r"m.summary.json: Disk quota exceeded"):
+        with atomic_paths(a, b) as (ta, tb):
+            ta.write_text("new csv")
+            tb.write_text("{}")
+    assert a.read_text() == "old csv" and sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
