@@ -74,3 +74,11 @@ def test_cli_options_fail_up_front_with_one_line(tmp_path, capsys, option, messa
     assert status == 2
     assert capsys.readouterr().err == f"promptseg: error: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_errors_stay_one_readable_line():
+    parts = "[" + ",".join(f"part{i}" for i in range(40)) + "]"
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["data.prepared=/tmp/x", f"trainable.parts={parts}"])
+    message = str(info.value)
+    assert message.endswith("; and 35 more") and "\n" not in message and len(message) < 1000

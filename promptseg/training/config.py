@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import PromptsegError
+from ..io.common import printable
 
 
 class ConfigError(PromptsegError):
@@ -163,6 +164,8 @@ class TrainConfig(_Section):
 MAX_CONFIG_BYTES = 64 * 1024
 #: most values (after YAML aliases are expanded) a config may hold
 MAX_CONFIG_NODES = 100_000
+#: problems listed in one error message
+MAX_PROBLEMS = 5
 
 
 def _count_nodes(doc: object, limit: int) -> int:
@@ -254,9 +257,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{where}: {err['msg']}")
-        raise ConfigError("invalid training config: " + "; ".join(problems)) from None
+            where = printable(".".join(str(p) for p in err["loc"]), 80)
+            problems.append(f"{where}: {printable(err['msg'], 200)}")
+        more = f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
+        raise ConfigError("invalid training config: " + "; ".join(problems[:MAX_PROBLEMS]) + more) from None
 
 
 def _resolve_relative(doc: dict, folder: Path) -> None:
