@@ -99,9 +99,12 @@ def load_volume(path, series_uid: Optional[str] = None) -> Volume:
         ``metadata["source"]`` (plus ``series_uid`` for DICOM).
 
     Raises:
-        ImageReadError: missing file ("no such file: ..."), unknown extension
-            (lists the supported formats), corrupt/truncated file, 4D or vector
-            image, empty image, non-finite voxels, ambiguous DICOM folder.
+        ImageReadError: missing file ("no such file: ..."), a FIFO or device,
+            unknown extension (lists the supported formats), malformed header,
+            corrupt/truncated file, an image larger than the read budget
+            (``PROMPTSEG_MAX_IMAGE_BYTES``), 4D or vector image, empty image,
+            non-numeric or non-finite voxels, non-finite, singular or absurd
+            geometry (see :mod:`promptseg.io.limits`), ambiguous DICOM folder.
     """
     return _read(_existing(path), series_uid, labels=False)
 
