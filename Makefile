@@ -2,13 +2,16 @@
 #   make demo   create .venv, install, segment the bundled CT with the bundled LiteMedSAM
 #   make test   create .venv if needed, run the whole test suite
 #   make bench  run the benchmarks and rewrite docs/benchmarks.md
+#   make fuzz   the long fuzz campaign: 10,000 inputs per reader and parser (docs/reliability.md)
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+FUZZ_INPUTS ?= 10000
+
+.PHONY: demo test bench fuzz venv clean
 
 venv: $(STAMP)
 
@@ -30,5 +33,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --output docs/benchmarks.md
 
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz --inputs $(FUZZ_INPUTS) --findings fuzz-findings --json fuzz-findings/counts.json
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache fuzz-findings

@@ -42,3 +42,10 @@ class DicomError(PromptsegError):
 
 class NodeConfigError(PromptsegError):
     """A DICOM node configuration file is missing, not valid YAML, or breaks a rule of its schema."""
+
+
+class OptionError(PromptsegError, ValueError):
+    """An option is out of range or unusable (stop-rule parameters, a device name, ...).
+
+    Also a ``ValueError``, so code that validated options with ``ValueError`` keeps working.
+    """

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from promptseg.prompts import box_from_mask, make_object
-from promptseg.errors import PromptError
+from promptseg.errors import OptionError
 from promptseg.inference import compose_labels, propagate
 from promptseg.stops import Stop, StopReason
 from promptseg.inference.stop_rule import Appearance, StopRule, check_slice, object_radius_mm
@@ -171,11 +171,11 @@ def test_stop_rule_pieces():
     far = check_slice(rule, img, mask, np.zeros_like(mask), app, 6.0, 5.0)
     assert not far.keep and far.iou_previous == 0.0
     assert not check_slice(rule, img, np.zeros_like(mask), mask, app, 1.0, 5.0).keep
-    with pytest.raises(PromptError, match=r"continuity_iou \(--stop-iou\) must be in \[0, 1\], got 2"):
+    with pytest.raises(OptionError, match=r"stop rule continuity_iou must be a number in \[0, 1\], got 2"):
         StopRule(continuity_iou=2)
-    with pytest.raises(PromptError, match="--stop-iou"):
+    with pytest.raises(OptionError, match="continuity_iou"):
         StopRule(continuity_iou=float("nan"))
-    with pytest.raises(PromptError, match="--stop-extent"):
+    with pytest.raises(OptionError, match="extent_factor"):
         StopRule(extent_factor=-1)
 
 

@@ -74,17 +74,18 @@ def default_summary_path(output) -> Path:
 def run(args) -> int:
     import sys
 
-    from ..datasets.metrics_table import write_metrics
-    from ..evaluation.evaluate import evaluate_matching, match_cases
+    from ..evaluation.evaluate import evaluate_matching, match_cases, write_evaluation
+    from ..io import check_destination
     from ..evaluation.metrics import EvaluationError, check_tolerance
     from ..evaluation.summary import format_table, summarize
-    from ..io.jsonfile import write_json
 
     labels = _parse_labels(args.labels)
     tolerance = check_tolerance(args.tolerance_mm)
     summary_path = Path(args.summary) if args.summary else default_summary_path(args.output)
     if Path(args.output).resolve() == summary_path.resolve():
         raise EvaluationError("--summary must differ from the CSV output (-o)")
+    for destination in (args.output, summary_path):  # before any work: unwritable outputs fail now
+        check_destination(destination, inputs=(args.pred, args.gt))
     matching = match_cases(args.pred, args.gt, allow_missing=args.allow_missing)
     if matching.gt_only:
         print(f"{len(matching.gt_only)} case(s) without a prediction, scored as empty: "
@@ -106,8 +107,7 @@ def run(args) -> int:
         "quartiles with linear interpolation",
         "per_label": per_label,
     }
-    csv_path = write_metrics(rows, args.output)
-    json_path = write_json(summary_path, summary)
+    csv_path, json_path = write_evaluation(rows, summary, args.output, summary_path)
     cases = len(matching.pairs)
     print(f"{cases} case(s), {len(rows)} case-label row(s), NSD tolerance {tolerance:g} mm")
     if rows:

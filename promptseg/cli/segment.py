@@ -93,14 +93,24 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..device import check_device_name
     from ..evaluation.metrics import dice
     from ..inference import StopRule, segment
     from ..intensity import resolve_window
-    from ..io import load_labels
+    from ..io import check_destination, check_output_path, load_labels
     from ..models import Capability, build_segmenter, require
     from ..prompts import objects_from_options, validate
-    from ..reporting.overlay import save_overlay
+    from ..reporting.overlay import check_overlay_path, save_overlay
 
+    # before any work: a path that cannot be written, a bad device or option fails now
+    inputs = (args.image, args.reference, args.prompts, args.checkpoint, args.add_to, args.rtstruct)
+    if args.format or str(args.output).lower().endswith(".dcm"):
+        check_destination(args.output, inputs=inputs)  # the DICOM object is checked with the volume below
+    else:
+        check_output_path(args.output, inputs=inputs)
+    if args.overlay:
+        check_overlay_path(args.overlay, inputs=inputs + (args.output,))
+    check_device_name(args.device)
     if args.propagation == "memory":
         require(args.model, Capability.MEMORY_PROPAGATION, "use --propagation chain or a SAM2-family model")
         memory_options = {"stop_after": args.memory_stop_after, "largest_component": args.largest_component}

@@ -29,6 +29,7 @@ and figures read either with :func:`read_metrics`. Columns:
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from pathlib import Path
@@ -82,23 +83,29 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_metrics(rows: Iterable[dict], path, columns: Sequence[str] = CASE_COLUMNS) -> Path:
-    """Write metric rows as CSV, atomically: ``columns`` first, any other keys of the rows after.
+def metrics_text(rows: Iterable[dict], columns: Sequence[str] = CASE_COLUMNS) -> str:
+    """Metric rows as CSV text: ``columns`` first, any other keys of the rows after.
 
     Floats are written so that :func:`read_metrics` gives back exactly the same
-    number (an infinite HD95 as ``inf``); None becomes an empty cell. Returns the path.
+    number (an infinite HD95 as ``inf``); None becomes an empty cell.
     """
     rows = list(rows)
     header = list(columns)
     for row in rows:
         header += [key for key in row if key not in header]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in header])
+    return buffer.getvalue()
+
+
+def write_metrics(rows: Iterable[dict], path, columns: Sequence[str] = CASE_COLUMNS) -> Path:
+    """Write :func:`metrics_text` of ``rows`` to ``path`` atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(header)
-            for row in rows:
-                writer.writerow([_cell(row.get(column)) for column in header])
+        Path(tmp).write_text(metrics_text(rows, columns), encoding="utf-8", newline="")
     return path
 
 

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..datasets.metrics_table import metrics_text
 from ..errors import GeometryError, ImageReadError
-from ..io import SUPPORTED_IMAGE_SUFFIXES, load_labels, load_volume
+from ..io import SUPPORTED_IMAGE_SUFFIXES, atomic_paths, load_labels, load_volume
 from ..io.common import format_suffix
+from ..io.jsonfile import json_text
 from ..io.readers import grid_differences
 from ..volume import Volume
 from .metrics import EvaluationError, case_metrics, check_labels, check_tolerance, surface_backend
@@ -280,3 +282,20 @@ def evaluate_paths(
         :func:`evaluate_files` (the message names the file).
     """
     return evaluate_matching(match_cases(pred, gt, allow_missing), labels, tolerance_mm, progress)
+
+
+def write_evaluation(rows: Iterable[dict], summary, csv_path, json_path) -> tuple[Path, Path]:
+    """Write the metrics CSV and its JSON summary together: both appear, or neither changes
+    (a full disk or an unwritable folder leaves no half of the pair behind).
+
+    Returns:
+        ``(csv_path, json_path)``.
+
+    Raises:
+        ImageWriteError: one line naming the files.
+    """
+    csv_path, json_path = Path(csv_path), Path(json_path)
+    with atomic_paths(csv_path, json_path) as (csv_tmp, json_tmp):
+        csv_tmp.write_text(metrics_text(rows), encoding="utf-8", newline="")
+        json_tmp.write_text(json_text(summary), encoding="utf-8")
+    return csv_path, json_path

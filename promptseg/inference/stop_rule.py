@@ -42,7 +42,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import PromptError
+from ..errors import OptionError
 from ..stops import StopReason
 
 
@@ -66,16 +66,28 @@ class StopRule:
     min_area: int = 1
 
     def __post_init__(self) -> None:
-        # "not x > 0" and "not 0 <= x <= 1" also refuse NaN
-        if not self.extent_factor > 0:
-            raise PromptError(f"stop rule: extent_factor (--stop-extent) must be > 0, got {self.extent_factor}")
-        if not 0 <= self.continuity_iou <= 1:
-            raise PromptError(f"stop rule: continuity_iou (--stop-iou) must be in [0, 1], got {self.continuity_iou}")
-        if not 0 <= self.min_object_fraction <= 1:
-            raise PromptError("stop rule: min_object_fraction (--stop-appearance) must be in [0, 1], "
-                              f"got {self.min_object_fraction}")
-        if not self.min_area >= 1:
-            raise PromptError(f"stop rule: min_area must be >= 1, got {self.min_area}")
+        """Check every parameter (CLI, server and library callers alike).
+
+        Raises:
+            OptionError: a value that is not a number, NaN, or out of range (the
+                message names the parameter and its accepted range).
+        """
+        checks = (
+            ("extent_factor", lambda v: v > 0, "a number > 0 (inf: appearance alone)"),
+            ("continuity_iou", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+            ("min_object_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        )
+        for name, accepted, expected in checks:
+            raw = getattr(self, name)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                value = float("nan")
+            if isinstance(raw, bool) or not accepted(value):  # NaN fails every comparison
+                raise OptionError(f"stop rule {name} must be {expected}, got {raw!r}")
+            object.__setattr__(self, name, value)
+        if isinstance(self.min_area, bool) or not isinstance(self.min_area, (int, np.integer)) or self.min_area < 1:
+            raise OptionError(f"stop rule min_area must be an integer >= 1, got {self.min_area!r}")
 
 
 @dataclass(frozen=True)

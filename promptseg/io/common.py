@@ -6,7 +6,9 @@ Nothing here touches a file format's internals; the format modules
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +34,11 @@ _ALL_SUFFIXES_LONGEST_FIRST = sorted(SUPPORTED_IMAGE_SUFFIXES, key=len, reverse=
 def supported_formats_text() -> str:
     """One line listing what can be read, for error messages and ``--help``."""
     return "supported: " + ", ".join(SUPPORTED_IMAGE_SUFFIXES) + ", or a folder holding a DICOM series"
+
+
+def quote(text: str, limit: int = 40) -> str:
+    """Text taken from a file, safe inside a one-line message: quoted, control characters escaped, cut at ``limit``."""
+    return "'" + printable(text, limit).replace("'", "\\'") + "'"
 
 
 def format_suffix(path: Path) -> str:
@@ -74,18 +81,65 @@ def one_line_sitk_error(error: BaseException) -> str:
         return "the image data cannot be read (truncated or corrupt, or its data file is missing)"
     teem = [line for line in lines if line.lstrip().startswith("[nrrd]")]
     if teem:  # NRRD (teem) reports a chain of "trouble" lines; the last one is the cause
-        return re.sub(r"^\s*\[nrrd\]\s*\w+:\s*", "", teem[-1]).strip() or "invalid NRRD file"
+        return printable(re.sub(r"^\s*\[nrrd\]\s*\w+:\s*", "", teem[-1]).strip()) or "invalid NRRD file"
     reasons = []
     for line in lines:
         line = re.sub(r"^\s*(sitk::ERROR|itk::ERROR|ITK ERROR):\s*", "", line)
         line = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", line).strip()
         if line and line not in reasons:
             reasons.append(line)
-    return "; ".join(reasons) or type(error).__name__
+    return printable("; ".join(reasons)) or type(error).__name__
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """Control characters escaped and long text cut, so that a native library's message stays one line."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_regular_file(path, what: str = "") -> os.stat_result:
+    """Raise :class:`ImageReadError` unless ``path`` is an existing regular file (symlinks followed).
+
+    Reading a FIFO blocks until a writer appears and a device such as
+    ``/dev/zero`` never ends, so both are refused before anything opens them.
+    Only ``os.stat`` is called, which never blocks.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (``"data file of x.mhd"``).
+
+    Returns:
+        The file's ``os.stat`` result.
+    """
+    label = f"{what} {path}" if what else str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageReadError(f"no such file: {label}") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        raise ImageReadError(f"cannot read {label}: {getattr(error, 'strerror', None) or error}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(f"cannot read {label}: it is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise ImageReadError(f"cannot read {label}: it is {kind}, not a regular file")
+    return info
+
+
+#: array kinds a volume may hold: bool, signed/unsigned integers, floating point
+NUMERIC_KINDS = "biuf"
 
 
 def check_voxels(array: np.ndarray, source: str) -> None:
-    """Raise :class:`ImageReadError` if ``array`` is empty or holds NaN/inf.
+    """Raise :class:`ImageReadError` if ``array`` is empty, not numeric, or holds NaN/inf.
 
     Args:
         array: voxel data of any shape.
@@ -95,6 +149,11 @@ def check_voxels(array: np.ndarray, source: str) -> None:
         raise ImageReadError(f"{source}: the image is empty (array shape {tuple(array.shape)})")
     if np.issubdtype(array.dtype, np.complexfloating):
         raise ImageReadError(f"{source}: complex-valued images are not supported ({array.dtype})")
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise ImageReadError(
+            f"{source}: voxel values must be numbers, got dtype {array.dtype} "
+            "(text, bytes, dates or records cannot be an image)"
+        )
     if np.issubdtype(array.dtype, np.floating):
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:

@@ -27,7 +27,10 @@ a reference image on what is actually known.
 
 from __future__ import annotations
 
+import struct
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,26 +38,89 @@ import numpy as np
 
 from ..errors import ImageReadError, ImageWriteError
 from ..volume import Volume
-from .common import check_voxels, gray_if_equal_channels
+from .common import NUMERIC_KINDS, check_voxels, gray_if_equal_channels, printable, quote
+from .limits import check_allocation, spacing_problem
 
 IMAGE_KEY = "imgs"
 LABEL_KEYS = ("gts", "segs")
 SPACING_KEY = "spacing"
 
 
-def _load_arrays(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            return {key: archive[key] for key in keys}
-    except ValueError as error:
-        reason = str(error).splitlines()[0] if str(error) else "invalid array"
-        if "allow_pickle" in reason:
-            reason = "it holds pickled Python objects, which promptseg does not load"
-        raise ImageReadError(f"cannot read {path}: {reason}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as error:
+#: what NumPy's pure-Python ``.npy`` header parser raises on a malformed header
+_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, tokenize.TokenError, RecursionError, EOFError,
+                  struct.error, OverflowError, KeyError, UnicodeDecodeError)
+#: what reading a zip member raises on corrupt data (CRC, deflate, truncation)
+_DATA_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError)
+
+
+def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[tuple, np.dtype]:
+    """Shape and dtype from a member's ``.npy`` header, checked before any array is allocated.
+
+    The header is parsed by NumPy's own functions; what they raise on a
+    malformed header becomes :class:`ImageReadError`. The dtype must be numeric
+    (no pickled objects, text, bytes, dates or records), the shape must fit the
+    read budget, and the zip directory's uncompressed size must hold header + data.
+    """
+    key = info.filename[: -len(".npy")]
+    if info.flag_bits & 0x1:
+        raise ImageReadError(f"cannot read {path}: key {quote(key)} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise ImageReadError(
-            f"cannot read {path}: not a valid NPZ archive ({type(error).__name__}: {error})"
+            f"cannot read {path}: key {quote(key)} uses zip compression method {info.compress_type}; "
+            "only stored and deflated members (as NumPy writes them) are read"
+        )
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            header_bytes = member.tell()
+    except _HEADER_ERRORS + _DATA_ERRORS as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageReadError(f"cannot read {path}: key {quote(key)} has a malformed array header ({printable(reason, 80)})") from None
+    if dtype.hasobject or dtype.kind not in NUMERIC_KINDS + "c" or dtype.fields is not None or dtype.subdtype:
+        raise ImageReadError(
+            f"{path}: key {quote(key)} holds {dtype} values; an image or label map must hold numbers "
+            "(no pickled objects, text, bytes, dates or records)"
+        )
+    check_allocation(shape, dtype.itemsize, f"{path} (key {quote(key)})")
+    needed = header_bytes + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if info.file_size < needed:
+        raise ImageReadError(
+            f"cannot read {path}: key {quote(key)} is truncated ({info.file_size} of {needed} bytes in the archive)"
+        )
+    return shape, dtype
+
+
+def _load_arrays(path: Path, wanted: Sequence[str]) -> tuple[dict, list[str]]:
+    """The arrays named in ``wanted`` that the archive holds, and all its keys.
+
+    Only the wanted members are decompressed, each after its header passed
+    :func:`_member_header`.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename[: -len(".npy")]: info for info in archive.infolist()
+                       if info.filename.endswith(".npy")}
+            arrays = {}
+            for key in wanted:
+                if key not in members:
+                    continue
+                _member_header(archive, members[key], path)
+                with archive.open(members[key]) as member:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+                arrays[key] = array.astype(array.dtype.newbyteorder("="), copy=False)
+            return arrays, sorted(members)
+    except ImageReadError:
+        raise
+    except _DATA_ERRORS as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageReadError(
+            f"cannot read {path}: not a valid NPZ archive ({type(error).__name__}: {quote(reason, 80)})"
         ) from None
 
 
@@ -102,16 +168,17 @@ def _spacing(arrays: dict, path: Path) -> Optional[tuple[float, float, float]]:
     """The ``spacing`` entry as ``(x, y, z)`` mm, or None when absent."""
     if SPACING_KEY not in arrays:
         return None
-    try:
-        values = np.asarray(arrays[SPACING_KEY], dtype=float).ravel()
-    except (TypeError, ValueError):
-        raise ImageReadError(f"{path}: key '{SPACING_KEY}' is not numeric") from None
+    raw = arrays[SPACING_KEY]
+    if raw.dtype.kind not in "iuf":
+        raise ImageReadError(f"{path}: key '{SPACING_KEY}' holds {raw.dtype} values, not numbers")
+    values = np.asarray(raw, dtype=float).ravel()
     if values.size == 2:
         values = np.append(values, 1.0)
-    if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+    problem = spacing_problem(values) if values.size == 3 else "it does not hold 2 or 3 values"
+    if problem:
+        shown = np.array2string(values[:6], separator=", ", max_line_width=200)
         raise ImageReadError(
-            f"{path}: key '{SPACING_KEY}' must hold 2 or 3 positive numbers (x, y[, z]) in mm, "
-            f"got {arrays[SPACING_KEY].tolist()}"
+            f"{path}: key '{SPACING_KEY}' must hold 2 or 3 spacings (x, y[, z]) in mm: {problem} (got {shown})"
         )
     return (float(values[0]), float(values[1]), float(values[2]))
 
@@ -135,14 +202,13 @@ def read_npz(path, labels: bool = False) -> Volume:
             non-finite data.
     """
     path = Path(path)
-    arrays = _load_arrays(path)
-    keys = sorted(arrays)
     wanted = LABEL_KEYS if labels else (IMAGE_KEY,)
+    arrays, keys = _load_arrays(path, wanted + (SPACING_KEY,))
     key = next((k for k in wanted if k in arrays), None)
     if key is None:
         raise ImageReadError(
             f"{path}: no {' or '.join(repr(k) for k in wanted)} array in this NPZ "
-            f"(keys: {', '.join(keys) or 'none'})"
+            f"(keys: {printable(', '.join(keys), 200) if keys else 'none'})"
         )
     data = arrays[key]
     check_voxels(data, f"{path} (key '{key}')")

@@ -21,6 +21,7 @@ from .common import (
     NPZ_SUFFIXES,
     RASTER_SUFFIXES,
     SITK_SUFFIXES,
+    check_regular_file,
     format_suffix,
     supported_formats_text,
 )
@@ -33,16 +34,14 @@ _ALL_GEOMETRY = ("spacing", "origin", "direction")
 
 
 def _existing(path) -> Path:
+    """``path`` if it is a folder or a non-empty regular file (FIFOs and devices are refused unopened)."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"no such file: {path}")
-    if path.is_file():
-        try:
-            size = path.stat().st_size
-        except OSError as error:
-            raise ImageReadError(f"cannot read {path}: {error.strerror or error}") from None
-        if size == 0:
-            raise ImageReadError(f"cannot read {path}: the file is empty (0 bytes)")
+    if path.is_dir():
+        return path
+    if check_regular_file(path).st_size == 0:
+        raise ImageReadError(f"cannot read {path}: the file is empty (0 bytes)")
     return path
 
 
@@ -100,9 +99,12 @@ def load_volume(path, series_uid: Optional[str] = None) -> Volume:
         ``metadata["source"]`` (plus ``series_uid`` for DICOM).
 
     Raises:
-        ImageReadError: missing file ("no such file: ..."), unknown extension
-            (lists the supported formats), corrupt/truncated file, 4D or vector
-            image, empty image, non-finite voxels, ambiguous DICOM folder.
+        ImageReadError: missing file ("no such file: ..."), a FIFO or device,
+            unknown extension (lists the supported formats), malformed header,
+            corrupt/truncated file, an image larger than the read budget
+            (``PROMPTSEG_MAX_IMAGE_BYTES``), 4D or vector image, empty image,
+            non-numeric or non-finite voxels, non-finite, singular or absurd
+            geometry (see :mod:`promptseg.io.limits`), ambiguous DICOM folder.
     """
     return _read(_existing(path), series_uid, labels=False)
 

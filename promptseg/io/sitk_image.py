@@ -8,10 +8,6 @@ tuple. 2D images become one-slice volumes (z spacing 1 mm, z origin 0).
 
 from __future__ import annotations
 
-import gzip
-import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +17,11 @@ import SimpleITK as sitk
 from ..errors import GeometryError, ImageReadError
 from ..volume import Volume
 from .common import check_voxels, gray_if_equal_channels, one_line_sitk_error
+from .declared import TEXT, ZLIB, DeclaredImage, check_complete, check_declared
+from .limits import check_allocation, check_geometry
+from .metaimage_header import declared_metaimage
+from .nifti_header import declared_nifti
+from .nrrd_header import declared_nrrd
 
 
 def _geometry_3d(image: sitk.Image) -> tuple[tuple, tuple, np.ndarray]:
@@ -78,13 +79,16 @@ def volume_from_sitk(
     check_image_layout(
         image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), source
     )
-    array = sitk.GetArrayFromImage(image)
+    spacing, origin, direction = _geometry_3d(image)
+    check_geometry(spacing, origin, direction, source)
+    array = sitk.GetArrayViewFromImage(image)
+    check_allocation(array.shape, array.dtype.itemsize, source)
+    array = np.array(array)
     if image.GetDimension() == 2:
         array = array[np.newaxis]
     check_voxels(array, source)
     if array.ndim == 4:
         array = gray_if_equal_channels(array)
-    spacing, origin, direction = _geometry_3d(image)
     meta = {"source": source}
     meta.update(metadata or {})
     try:
@@ -110,79 +114,49 @@ def sitk_from_volume(volume: Volume, array: Optional[np.ndarray] = None) -> sitk
     return image
 
 
-def _nifti_expected_bytes(header: bytes) -> Optional[int]:
-    """Bytes a single-file NIfTI-1/-2 needs (vox_offset + voxel data), or None if not understood."""
-    try:
-        return _parse_nifti_size(header)
-    except (struct.error, ValueError, OverflowError):
-        return None
-
-
-def _parse_nifti_size(header: bytes) -> Optional[int]:
-    for order in ("<", ">"):
-        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = max(int(struct.unpack(order + "f", header[108:112])[0]), 352)
-            break
-        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            dims = struct.unpack(order + "8q", header[16:80])
-            offset = int(struct.unpack(order + "q", header[168:176])[0])
-            break
-    else:
-        return None
-    if not 1 <= dims[0] <= 7 or bitpix <= 0:
-        return None
-    voxels = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
-    return offset + voxels * bitpix // 8
-
-
-def _gzip_size(path: Path, expected: int) -> int:
-    """Uncompressed size of a gzip file; trusts the ISIZE trailer when it equals ``expected``."""
-    with open(path, "rb") as handle:
-        handle.seek(-4, os.SEEK_END)
-        if struct.unpack("<I", handle.read(4))[0] == expected % 2**32:
-            return expected
-    total = 0
-    with gzip.open(path, "rb") as stream:
-        while chunk := stream.read(1 << 22):
-            total += len(chunk)
-    return total
-
-
-def check_nifti_complete(path: Path) -> None:
-    """Raise if a ``.nii`` / ``.nii.gz`` file holds less voxel data than its header promises.
-
-    ITK's NIfTI reader does not report a short read: a truncated file comes
-    back padded with zeros. This check compares the header's promise
-    (vox_offset + voxels x bitpix/8) with the bytes present (for ``.nii.gz``,
-    the gzip size trailer, or a full streaming decompression when the trailer
-    does not match).
+def parse_header(path: Path) -> DeclaredImage:
+    """What the header of a NIfTI, NRRD or MetaImage file declares (format chosen from the name).
 
     Raises:
-        ImageReadError: truncated or corrupt file.
+        ImageReadError: a malformed or implausible header (one line).
     """
-    compressed = path.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
-            expected = _nifti_expected_bytes(handle.read(540))
-        if expected is None:
-            return
-        available = _gzip_size(path, expected) if compressed else path.stat().st_size
-    except (EOFError, OSError, zlib.error) as error:
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return declared_nifti(path)
+    if name.endswith((".nrrd", ".nhdr")):
+        return declared_nrrd(path)
+    return declared_metaimage(path)
+
+
+def declared_image(path: Path) -> DeclaredImage:
+    """:func:`parse_header`, then checked against the read budget and the file's size
+    (:func:`~.declared.check_declared`) before ITK opens the file."""
+    declared = parse_header(path)
+    check_declared(declared, str(path), path)
+    return declared
+
+
+def _check_info_matches(reader: sitk.ImageFileReader, declared: DeclaredImage, path: Path) -> None:
+    """ITK must see as many values as the header declares (else it guessed something)."""
+    itk_count = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents()
+    declared_count = int(np.prod(declared.size, dtype=np.int64)) * declared.components
+    if itk_count != declared_count:
         raise ImageReadError(
-            f"cannot read {path}: truncated or corrupt compressed data ({error})"
-        ) from None
-    if available < expected:
-        raise ImageReadError(
-            f"cannot read {path}: the file is truncated ({available} of {expected} bytes "
-            "of header and voxel data present)"
+            f"cannot read {path}: ITK reads size {reader.GetSize()} x {reader.GetNumberOfComponents()} "
+            f"component(s) but the header declares {declared.size} x {declared.components}"
         )
 
 
 def read_sitk_file(path: Path) -> Volume:
-    """Read a NIfTI / NRRD / MetaImage file with SimpleITK.
+    """Read a NIfTI / NRRD / MetaImage file with SimpleITK, after checking its header.
+
+    The header is parsed first (:func:`declared_image`), so malformed headers,
+    images beyond the read budget and truncated data are refused before ITK
+    allocates or parses anything. NIfTI voxel data are scanned for NaN/inf
+    (ITK's NIfTI reader silently turns them into 0), compressed MetaImage
+    data for completeness (MetaIO leaves the rest of a short stream
+    uninitialised) and text-encoded data for well-formed numbers (teem
+    overflows a buffer on a long token).
 
     Args:
         path: existing ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
@@ -191,11 +165,16 @@ def read_sitk_file(path: Path) -> Volume:
         Volume ``(z, y, x)`` (or ``(1, y, x, 3)`` for a 2D RGB image); no modality.
 
     Raises:
-        ImageReadError: unreadable/corrupt/truncated file (one-line reason; NIfTI
-            truncation is checked explicitly, see :func:`check_nifti_complete`),
-            4D or vector image, empty image, non-finite voxels.
+        ImageReadError: unreadable/corrupt/truncated file (one-line reason),
+            4D or vector image, empty image, non-finite voxels or geometry,
+            an image beyond the read budget.
     """
     path = Path(path)
+    declared = declared_image(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        check_complete(declared, str(path), check_finite=True)
+    elif declared.encoding in (ZLIB, TEXT):
+        check_complete(declared, str(path))
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -203,8 +182,7 @@ def read_sitk_file(path: Path) -> Volume:
         check_image_layout(
             reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents(), str(path)
         )
-        if path.name.lower().endswith((".nii", ".nii.gz")):
-            check_nifti_complete(path)
+        _check_info_matches(reader, declared, path)
         image = reader.Execute()
     except RuntimeError as error:
         raise ImageReadError(f"cannot read {path}: {one_line_sitk_error(error)}") from None

@@ -14,32 +14,71 @@ over the destination only when complete (:mod:`promptseg.io.atomic`).
 
 from __future__ import annotations
 
+import os
+import stat
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import GeometryError, ImageWriteError
+from ..errors import GeometryError, ImageReadError, ImageWriteError
 from ..volume import Volume
 from .atomic import atomic_bundle, atomic_path
 from .common import format_suffix, label_dtype, one_line_sitk_error
 from .npz import IMAGE_KEY, write_npz
 from .raster import check_png_slices, write_png
 from .readers import grid_differences
-from .sitk_image import sitk_from_volume
+from .declared import check_complete
+from .sitk_image import parse_header, sitk_from_volume
 
 SITK_WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 #: Suffixes :func:`save_mask` and :func:`save_volume` can write.
 SUPPORTED_OUTPUT_SUFFIXES = SITK_WRITE_SUFFIXES + (".npz", ".png")
 
 
-def check_output_path(path, num_slices: int | None = None) -> str:
+def check_destination(path, inputs: Sequence = ()) -> Path:
+    """Fail early unless ``path`` can be written: its folder (or the nearest existing parent, for
+    folders still to be created) is a writable folder, and ``path`` is not a folder, a device, a
+    FIFO (an atomic rename would replace ``/dev/null`` itself) or one of the ``inputs`` (a user's
+    input file is never overwritten).
+
+    Raises:
+        ImageWriteError: one line naming the problem.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except (OSError, ValueError) as error:
+        raise ImageWriteError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise ImageWriteError(f"cannot write {path}: it is a folder")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise ImageWriteError(f"cannot write {path}: it exists and is not a regular file (a device or FIFO)")
+    for source in inputs:
+        if info is not None and source is not None and Path(source).exists() and os.path.samefile(path, source):
+            raise ImageWriteError(f"cannot write {path}: it is an input of this run ({source}); choose another name")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ImageWriteError(f"cannot write {path}: cannot create folder {path.parent} ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ImageWriteError(f"cannot write {path}: the folder {parent} is not writable (read-only or no permission)")
+    return path
+
+
+def check_output_path(path, num_slices: int | None = None, inputs: Sequence = ()) -> str:
     """Fail early on an output ``path`` no writer can produce; returns its format suffix.
 
     Raises:
-        ImageWriteError: unknown suffix, or ``.png`` for a volume of ``num_slices`` > 1
-            (checked when ``num_slices`` is given).
+        ImageWriteError: unknown suffix, ``.png`` for a volume of ``num_slices`` > 1
+            (checked when ``num_slices`` is given), or a destination that cannot be
+            written or is one of ``inputs`` (:func:`check_destination`).
     """
     suffix = format_suffix(Path(path))
     if suffix not in SUPPORTED_OUTPUT_SUFFIXES:
@@ -49,7 +88,25 @@ def check_output_path(path, num_slices: int | None = None) -> str:
         )
     if suffix == ".png" and num_slices is not None:
         check_png_slices(path, num_slices)
+    check_destination(path, inputs)
     return suffix
+
+
+def _verify_sitk(temporary: Path, array: np.ndarray, path: Path) -> None:
+    """The header written declares the array's size and the voxel data are all there.
+
+    ITK's NIfTI writer reports a short write on stderr only (and the NRRD and
+    MetaImage writers may leave a 0-byte file on a full disk), so every file is
+    re-opened: header parsed, compressed data decompressed to the end, raw
+    data measured.
+    """
+    declared = parse_header(temporary)
+    expected = tuple(reversed(array.shape[:3]))
+    components = array.shape[3] if array.ndim == 4 else 1
+    found = tuple(declared.size) + ((declared.components,) if declared.components > 1 else ())
+    if found[:3] != expected or int(np.prod(found)) != int(np.prod(expected)) * components:
+        raise ImageWriteError(f"cannot write {path}: the file written declares size {found}, not {expected}")
+    check_complete(declared, str(path))
 
 
 def _write_sitk(grid: Volume, array: np.ndarray, path: Path) -> None:
@@ -62,10 +119,36 @@ def _write_sitk(grid: Volume, array: np.ndarray, path: Path) -> None:
     context = atomic_bundle if format_suffix(path) == ".mhd" else atomic_path
     with context(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=True)
+        _verify_sitk(temporary, array, path)
+
+
+def _verify_npz(temporary: Path, key: str, array: np.ndarray, path: Path) -> None:
+    """Every member's CRC is right and ``key`` holds as many values as ``array``."""
+    with zipfile.ZipFile(temporary) as archive:
+        bad = archive.testzip()
+        if bad is not None:
+            raise ImageWriteError(f"cannot write {path}: member {bad} of the archive written is corrupt")
+        with archive.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = reader(member)[0]
+    if int(np.prod(shape)) != array.size:
+        raise ImageWriteError(f"cannot write {path}: the archive written holds shape {shape}, not {array.shape}")
+
+
+def _verify_png(temporary: Path, array: np.ndarray, path: Path) -> None:
+    """The PNG written decodes to the slice's height and width."""
+    from PIL import Image
+
+    with Image.open(temporary) as image:
+        image.load()
+        size = image.size
+    if size != (array.shape[2], array.shape[1]):
+        raise ImageWriteError(f"cannot write {path}: the PNG written is {size}, not {array.shape[2]} x {array.shape[1]}")
 
 
 def _write(grid: Volume, array: np.ndarray, path, npz_key: str) -> Path:
-    """Write ``array`` ``(z, y, x[, 3])`` on ``grid``'s geometry to ``path``, atomically."""
+    """Write ``array`` ``(z, y, x[, 3])`` on ``grid``'s geometry to ``path``, atomically, and verify it."""
     path = Path(path)
     suffix = check_output_path(path)
     try:
@@ -74,12 +157,17 @@ def _write(grid: Volume, array: np.ndarray, path, npz_key: str) -> Path:
         elif suffix == ".npz":
             with atomic_path(path) as temporary:
                 write_npz(temporary, npz_key, array, grid.spacing, path)
+                _verify_npz(temporary, npz_key, array, path)
         else:  # .png
             with atomic_path(path) as temporary:
                 write_png(temporary, array, path)
+                _verify_png(temporary, array, path)
+    except ImageReadError as error:  # the verification could not read back what was written
+        raise ImageWriteError(f"cannot write {path}: the file written is incomplete or unreadable "
+                              f"({str(error).replace(f'cannot read {path}: ', '')}); is the disk full?") from None
     except RuntimeError as error:
         raise ImageWriteError(f"cannot write {path}: {one_line_sitk_error(error)}") from None
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise ImageWriteError(f"cannot write {path}: {error}") from None
     return path
 

@@ -125,29 +125,3 @@ def half_logits(logits: np.ndarray) -> np.ndarray:
     if lost.any():
         half[lost] = np.float16(2.0**-24)
     return half
-
-
-def resolve_device(device):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda[:N]"`` and ``"mps"`` as torch understands them.
-
-    Raises:
-        ModelError: CUDA asked for but not available, or a device torch does not know.
-    """
-    import torch
-
-    from ..errors import ModelError
-
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ModelError(f"unknown device {device!r} ({str(exc).splitlines()[0] if str(exc) else 'invalid'}): "
-                         "use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {str(device)!r} requested but no CUDA GPU is available (use --device cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelError("device 'mps' requested but Apple's Metal backend is not available (use --device cpu)")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ModelError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N, mps or auto")
-    return device

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .base import Embedding, resolve_device
+from ..device import resolve_device
+from .base import Embedding
 from .capabilities import Capability
 from .checkpoint import load_weights
 from .sam_core import SamFamilySegmenter

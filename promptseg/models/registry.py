@@ -13,6 +13,7 @@ import importlib
 from pathlib import Path
 from typing import Optional
 
+from ..device import check_device_name
 from ..errors import CheckpointError, ModelError
 from .base import Segmenter
 from .capabilities import Capability
@@ -58,14 +59,16 @@ def build_segmenter(
     Args:
         name: a key of :data:`MODELS` (``promptseg models`` lists them).
         checkpoint: weights file; None uses the backend's bundled weights (LiteMedSAM only).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
         **kwargs: backend options (e.g. ``runtime=`` for LiteMedSAM).
 
     Raises:
         ModelError: unknown name.
+        OptionError: a malformed device name, or a device this machine lacks.
         CheckpointError: missing file (naming where to get it) or mismatching weights.
     """
     spec = get_spec(name)
+    check_device_name(device)
     if checkpoint is None and spec.needs_checkpoint:
         raise CheckpointError(f"model {name} needs weights: --checkpoint FILE ({spec.checkpoint})")
     if checkpoint is not None and not Path(checkpoint).is_file():

@@ -62,7 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Embedding, resolve_device
+from ..device import resolve_device
+from .base import Embedding
 from .capabilities import Capability
 from .sam_core import GridPreprocessing, SamFamilySegmenter, batch_features, batch_prompts
 

@@ -59,7 +59,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Embedding, resolve_device
+from ..device import resolve_device
+from .base import Embedding
 from .capabilities import Capability
 from .sam_core import GridPreprocessing, SamFamilySegmenter, batch_prompts
 

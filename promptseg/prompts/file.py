@@ -38,12 +38,23 @@ class _ObjectModel(BaseModel):
                 raise ValueError("each point is [x, y] or [x, y, 1|0]")
         return v
 
+    @field_validator("key_slices")
+    @classmethod
+    def _keys(cls, v):
+        if v is not None and any(len(box) != 4 for box in v.values()):
+            raise ValueError("each key-slice box needs 4 numbers x0,y0,x1,y1")
+        return v
+
     @field_validator("z_range")
     @classmethod
     def _rng(cls, v):
         if v is not None and len(v) != 2:
             raise ValueError("needs 2 slice indices [z0, z1]")
         return v
+
+
+#: most objects one prompt file may hold (one label value each)
+MAX_OBJECTS = 65535
 
 
 class _PromptFile(BaseModel):
@@ -58,6 +69,9 @@ def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = 
     Objects without a ``label`` get the smallest label values not used by
     another object, in file order.
     """
+    if isinstance(doc, dict) and isinstance(doc.get("objects"), list) and len(doc["objects"]) > MAX_OBJECTS:
+        raise PromptError(f"{source}: {len(doc['objects'])} objects; a prompt file holds at most {MAX_OBJECTS} "
+                          "(one label value each)")
     try:
         parsed = _PromptFile.model_validate(doc)
     except ValidationError as exc:
@@ -68,7 +82,7 @@ def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = 
     free = (v for v in range(1, 65536) if v not in taken)
     objects = []
     for i, obj in enumerate(parsed.objects):
-        label = obj.label or next(free)
+        label = obj.label or next(free, 0)
         points = tuple(Point(p[0], p[1], len(p) == 2 or p[2] == 1) for p in obj.points)
         try:
             objects.append(

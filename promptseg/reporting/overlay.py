@@ -54,6 +54,21 @@ def crop_window(labels: np.ndarray, prompts: Sequence[ObjectPrompt], min_size: i
     return slice(r0, r1), slice(c0, c1)
 
 
+def check_overlay_path(path: str | Path, inputs: Sequence = ()) -> Path:
+    """Fail early unless ``path`` is a ``.png`` that can be written (an overlay is a PNG montage).
+
+    Raises:
+        ImageWriteError: another extension, or a destination that cannot be written.
+    """
+    from ..errors import ImageWriteError
+    from ..io import check_destination
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ImageWriteError(f"cannot write overlay {path}: an overlay is a PNG image; name it .png")
+    return check_destination(path, inputs)
+
+
 def save_overlay(
     path: str | Path,
     image: np.ndarray,
@@ -75,6 +90,10 @@ def save_overlay(
         slices: which slices to show (default :func:`montage_slices`).
         reference: optional ``(Z, H, W)`` reference mask, drawn as a white contour.
         crop: zoom on the objects (default) or show whole slices.
+
+    Raises:
+        ImageWriteError: not a ``.png`` name, or the file cannot be written (full disk,
+            read-only folder); nothing is left behind.
     """
     import matplotlib
 
@@ -84,6 +103,7 @@ def save_overlay(
 
     from ..io.atomic import atomic_path
 
+    path = check_overlay_path(path)
     zs = list(slices) if slices is not None else montage_slices(labels, prompts)
     if not zs:
         zs = [labels.shape[0] // 2]
@@ -125,8 +145,9 @@ def save_overlay(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -7,13 +7,16 @@ being ignored. ``promptseg train --print-config`` shows the defaults.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import PromptsegError
+from ..io.common import printable
 
 
 class ConfigError(PromptsegError):
@@ -118,8 +121,15 @@ class TrainSection(_Section):
     #: compute image embeddings once and reuse them when the image encoder is frozen
     cache_embeddings: bool = True
     num_workers: int = Field(default=0, ge=0)
-    #: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``
+    #: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``
     device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        from ..device import check_device_name
+
+        return check_device_name(value)
     #: stop after this many optimiser steps (tests, smoke runs); None = full epochs
     max_steps: Optional[int] = Field(default=None, ge=1)
 
@@ -148,6 +158,55 @@ class TrainConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+#: largest config file read (a real one is a few KiB; PyYAML needs seconds per 100 KiB)
+MAX_CONFIG_BYTES = 64 * 1024
+#: most values (after YAML aliases are expanded) a config may hold
+MAX_CONFIG_NODES = 100_000
+#: problems listed in one error message
+MAX_PROBLEMS = 5
+
+
+def _count_nodes(doc: object, limit: int) -> int:
+    """Values in ``doc``, counting shared (aliased) ones each time they appear; stops past ``limit``."""
+    count, stack = 0, [doc]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return count
+
+
+def read_yaml(path: Path) -> object:
+    """Parse a YAML config file, bounded: a regular file of at most :data:`MAX_CONFIG_BYTES`, nesting
+    Python can recurse through, and at most :data:`MAX_CONFIG_NODES` values once aliases are expanded.
+
+    Raises:
+        ConfigError: one line naming the file.
+    """
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: cannot read (not a regular file)")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {info.st_size} bytes; a config file may have at most {MAX_CONFIG_BYTES}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    if _count_nodes(loaded, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+        raise ConfigError(f"{path}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded")
+    return loaded
 
 
 def _set_path(doc: dict, dotted: str, value: object) -> None:
@@ -185,12 +244,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     doc: dict = dict(base or {})
     if path is not None:
         path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         doc.update(loaded)
@@ -203,13 +257,17 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{where}: {err['msg']}")
-        raise ConfigError("invalid training config: " + "; ".join(problems)) from None
+            where = printable(".".join(str(p) for p in err["loc"]), 80)
+            problems.append(f"{where}: {printable(err['msg'], 200)}")
+        more = f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
+        raise ConfigError("invalid training config: " + "; ".join(problems[:MAX_PROBLEMS]) + more) from None
 
 
 def _resolve_relative(doc: dict, folder: Path) -> None:
     for section, key in (("data", "prepared"), ("data", "split"), ("model", "checkpoint"), ("logging", "dir")):
         node = doc.get(section)
-        if isinstance(node, dict) and isinstance(node.get(key), str) and not Path(node[key]).is_absolute():
-            node[key] = str((folder / node[key]).resolve())
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            if "\x00" in node[key]:
+                raise ConfigError(f"{section}.{key}: a path cannot contain a NUL character")
+            if not Path(node[key]).is_absolute():
+                node[key] = str((folder / node[key]).resolve())

@@ -17,6 +17,13 @@ Run folder (``logging.dir``)::
     latest.pt       after every epoch: weights + everything needed to resume exactly
     best.pt         the epoch with the best validation Dice
 Both ``.pt`` files load with ``promptseg segment --checkpoint``.
+
+A kill at any moment leaves a run that ``--resume`` completes: every file is
+written atomically, and at the end of an epoch ``latest.pt`` comes first, then
+``best.pt``, then ``metrics.csv``. A resume continues after the epoch
+``latest.pt`` holds, rewrites ``metrics.csv`` from its history (dropping the row
+of an interrupted epoch) and rewrites ``best.pt`` when the kill fell between the
+two checkpoints; a run killed in its first epoch starts again from epoch 1.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import PromptsegError
+from ..errors import ImageWriteError, PromptsegError
 from ..io.atomic import atomic_path
 from .config import TrainConfig
 from .embedding_cache import EmbeddingCache
@@ -88,13 +95,11 @@ def _init_distributed(device: torch.device) -> bool:
 
 
 def _device(spec: str) -> torch.device:
+    from ..device import resolve_device
+
     _, world, local = _dist_env()
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    device = resolve_device(spec)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise PromptsegError("train.device is cuda but no CUDA GPU is available")
         if world > 1 and device.index is None:
             device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -166,7 +171,7 @@ def _lr_lambda(optim, steps_per_epoch: int, epochs: int):
 
 
 class _Loggers:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, enabled: bool, resume: bool) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, enabled: bool) -> None:
         self.enabled, self.run_dir = enabled, run_dir
         self.tb = self.wandb = None
         if not enabled:
@@ -183,15 +188,10 @@ class _Loggers:
             self.wandb = wandb.init(project=cfg.logging.wandb_project, mode=cfg.logging.wandb_mode,
                                     dir=str(run_dir), config=cfg.model_dump(mode="json"), resume="allow")
         self.csv_path = run_dir / "metrics.csv"
-        if not resume or not self.csv_path.exists():
-            with open(self.csv_path, "w", newline="", encoding="utf-8") as handle:
-                csv.DictWriter(handle, fieldnames=CSV_FIELDS).writeheader()
 
     def log(self, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
-            csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(row)
         for key in ("train_loss", "val_dice", "lr"):
             if row.get(key) is not None and row[key] == row[key]:
                 if self.tb is not None:
@@ -209,8 +209,45 @@ class _Loggers:
 
 
 def _save(path: Path, payload: dict) -> None:
+    """``torch.save`` through an atomic write: ``path`` holds the old or the new checkpoint, never a part."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as error:  # torch's zip writer reports a full disk as RuntimeError
+        raise ImageWriteError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> Path:
+    """Rewrite ``metrics.csv`` (atomically) with one row per epoch of ``history``.
+
+    Written after ``latest.pt``, so the CSV never lists an epoch that the last
+    checkpoint does not hold; a resume rewrites it from the checkpoint's history,
+    dropping the row of an epoch that was interrupted.
+    """
+    path = run_dir / "metrics.csv"
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+    return path
+
+
+def _reconcile_best(run_dir: Path, latest: Path, state: dict) -> None:
+    """After a kill between ``latest.pt`` and ``best.pt``: the best epoch is the latest one but
+    ``best.pt`` is older (or missing) -- write it from ``latest.pt``'s weights."""
+    best_path = run_dir / "best.pt"
+    if state["best_epoch"] != state["epoch"]:
+        return
+    if best_path.is_file():
+        try:
+            if torch.load(best_path, map_location="cpu", weights_only=True).get("epoch") == state["epoch"]:
+                return
+        except Exception:  # noqa: BLE001 - an unreadable best.pt is rewritten below
+            pass
+    payload = torch.load(latest, map_location="cpu", weights_only=True)
+    payload.pop("train_state", None)
+    _save(best_path, payload)
 
 
 def _model_state(model: torch.nn.Module) -> dict:
@@ -237,7 +274,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     run_dir = Path(cfg.logging.dir)
     latest = run_dir / "latest.pt"
     if resume and not latest.is_file():
-        raise PromptsegError(f"--resume: no {latest} to resume from")
+        if not (run_dir / "config.yaml").is_file():
+            raise PromptsegError(f"--resume: no run in {run_dir} (no latest.pt, no config.yaml)")
+        log.warning("--resume: %s has no complete checkpoint yet (interrupted in its first epoch); "
+                    "starting from epoch 1", run_dir)
+        resume = False
     if not resume and latest.is_file():
         raise PromptsegError(f"{run_dir} already holds a run (latest.pt); use --resume or another logging.dir")
     if is_main:
@@ -316,8 +357,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         scaler.load_state_dict(state["scaler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         best, best_epoch, history, stale = state["best"], state["best_epoch"], state["history"], state["stale"]
+        if is_main:  # undo what an interrupted epoch wrote after latest.pt
+            write_metrics(run_dir, history)
+            _reconcile_best(run_dir, latest, state)
 
-    loggers = _Loggers(cfg, run_dir, is_main, resume)
+    loggers = _Loggers(cfg, run_dir, is_main)
     net = base_network(model)
     epoch = start_epoch - 1
     try:
@@ -373,16 +417,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
             else:
                 stale += 1
             if is_main:
-                loggers.log(row)
+                # latest.pt first: whatever a kill interrupts after it, a resume repairs from it
                 weights = inference_state_dict(model)
                 meta = {"epoch": epoch, "val_dice": val_dice, "model_name": cfg.model.name,
                         "config": cfg.model_dump(mode="json")}
-                if improved:
-                    _save(run_dir / "best.pt", {"model": weights, **meta})
                 _save(latest, {"model": weights, **meta, "train_state": {
                     "model": _model_state(model), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                     "best": best, "best_epoch": best_epoch, "history": history, "stale": stale}})
+                if improved:
+                    _save(run_dir / "best.pt", {"model": weights, **meta})
+                write_metrics(run_dir, history)
+                loggers.log(row)
             if distributed:
                 torch.distributed.barrier()
             if cfg.train.max_steps and step >= cfg.train.max_steps:

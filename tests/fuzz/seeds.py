@@ -1,0 +1,132 @@
+"""Seed inputs for the fuzz campaign, made from the repository's real data.
+
+Every seed is a small, valid file of its format cut from a bundled scan
+(``tests/data/radiomics/breast1_*``, the LIDC-style CT slice in
+``tests/data/dicom_rt``), the repository's PNG mask, the example training
+configs and prompt documents as docs/prompts.md describes them. An input is a
+dict ``{file name: bytes}`` (``.mhd`` and ``.nhdr`` come with their data file);
+the first entry is the file the target reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
+
+
+def _crop_volume():
+    """A 24 x 20 x 5 (x, y, z) int16 crop of the breast MR and its uint8 label, with real geometry."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(DATA / "radiomics" / "breast1_image.nrrd"))
+    label = sitk.ReadImage(str(DATA / "radiomics" / "breast1_label.nrrd"))
+    array = sitk.GetArrayFromImage(label)
+    z, y, x = (int(np.median(v)) for v in np.nonzero(array))
+    box = (slice(max(z - 2, 0), max(z - 2, 0) + 5), slice(max(y - 10, 0), max(y - 10, 0) + 20),
+           slice(max(x - 12, 0), max(x - 12, 0) + 24))
+    index = [box[2].start, box[1].start, box[0].start]
+    size = [24, 20, 5]
+    crop = sitk.RegionOfInterest(image, size, index)
+    crop_label = sitk.Cast(sitk.RegionOfInterest(label, size, index), sitk.sitkUInt8)
+    return crop, crop_label
+
+
+def _sitk_bytes(image, suffix: str, compress: bool, folder: Path) -> dict[str, bytes]:
+    import SimpleITK as sitk
+
+    name = f"seed{suffix}"
+    path = folder / name
+    sitk.WriteImage(image, str(path), useCompression=compress)
+    files = {name: path.read_bytes()}
+    if suffix in (".mhd", ".nhdr"):
+        for companion in sorted(folder.iterdir()):
+            if companion.name != name and companion.name.startswith("seed."):
+                files[companion.name] = companion.read_bytes()
+    for item in folder.iterdir():
+        item.unlink()
+    return files
+
+
+def _raster(image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _npz(compressed: bool, **arrays) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+PROMPT_DOCUMENTS = [
+    {"objects": [{"label": 1, "name": "lesion", "slice": 2, "box": [4, 3, 15, 12]}]},
+    {"objects": [{"slice": 1, "points": [[8, 8], [2, 2, 0]]}, {"slice": 3, "line": [3, 4, 12, 10]}]},
+    {"objects": [{"label": 2, "box3d": [3, 3, 1, 14, 12, 3]}]},
+    {"objects": [{"label": 3, "key_slices": {"0": [2, 2, 10, 10], "4": [3, 3, 12, 12]}}]},
+    {"objects": [{"label": 4, "slice": 2, "box": [1, 1, 9, 9], "z_range": [1, 3], "points": [[5, 5, 1]]}]},
+]
+
+
+def make_seeds(scratch: Path) -> dict[str, list[dict[str, bytes]]]:
+    """Seed inputs per target name (see :mod:`tests.fuzz.targets`)."""
+    import SimpleITK as sitk
+    from PIL import Image
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    image, label = _crop_volume()
+    floating = sitk.Cast(image, sitk.sitkFloat32) * 0.5
+    slice2d = sitk.Cast(sitk.Extract(image, [24, 20, 0], [0, 0, 2]), sitk.sitkUInt16)
+    seeds: dict[str, list[dict[str, bytes]]] = {}
+    seeds["nifti"] = [
+        _sitk_bytes(image, ".nii", False, scratch),
+        _sitk_bytes(floating, ".nii", False, scratch),
+        _sitk_bytes(label, ".nii.gz", True, scratch),
+        _sitk_bytes(slice2d, ".nii", False, scratch),
+    ]
+    seeds["nrrd"] = [
+        _sitk_bytes(image, ".nrrd", False, scratch),
+        _sitk_bytes(floating, ".nrrd", True, scratch),
+        _sitk_bytes(label, ".nrrd", True, scratch),
+        _sitk_bytes(image, ".nhdr", False, scratch),
+    ]
+    seeds["metaimage"] = [
+        _sitk_bytes(image, ".mha", False, scratch),
+        _sitk_bytes(floating, ".mha", True, scratch),
+        _sitk_bytes(label, ".mha", True, scratch),
+        _sitk_bytes(image, ".mhd", False, scratch),
+    ]
+    volume = sitk.GetArrayFromImage(image)
+    labels = sitk.GetArrayFromImage(label)
+    spacing = np.asarray(image.GetSpacing())
+    rgb = np.stack([volume[2] % 256, (volume[2] // 3) % 256, labels[2] * 200], axis=-1).astype(np.uint8)
+    seeds["npz"] = [
+        {"seed.npz": _npz(True, imgs=volume, gts=labels, spacing=spacing)},
+        {"seed.npz": _npz(False, imgs=volume.astype(np.float32), gts=labels, spacing=spacing)},
+        {"seed.npz": _npz(True, imgs=rgb, gts=labels[2])},
+        {"seed.npz": _npz(False, segs=labels, spacing=spacing[:2])},
+    ]
+    gray = Image.fromarray((volume[2] % 256).astype(np.uint8))
+    pages = [Image.fromarray(volume[z].astype(np.uint16)) for z in range(3)]
+    seeds["raster"] = [
+        {"seed.png": _raster(gray, "PNG")},
+        {"seed.png": _raster(Image.fromarray(volume[1].astype(np.uint16)), "PNG")},
+        {"seed.png": _raster(Image.fromarray(labels[2] * 3).convert("P"), "PNG")},
+        {"seed.png": (DATA / "ct_small_aorta_mask.png").read_bytes()},
+        {"seed.tif": _raster(pages[0], "TIFF", save_all=True, append_images=pages[1:])},
+        {"seed.tif": _raster(Image.fromarray(volume[2].astype(np.float32)), "TIFF", compression="tiff_deflate")},
+        {"seed.jpg": _raster(Image.fromarray(rgb), "JPEG", quality=90)},
+        {"seed.bmp": _raster(Image.fromarray(rgb), "BMP")},
+    ]
+    seeds["dicom"] = [{"seed.dcm": (DATA / "dicom_rt" / "ct.0.dcm").read_bytes()}]
+    seeds["prompts"] = [{"seed.json": json.dumps(doc, indent=1).encode()} for doc in PROMPT_DOCUMENTS]
+    seeds["config"] = [
+        {"seed.yaml": path.read_bytes()} for path in sorted((REPO / "examples" / "configs").glob("*.yaml"))
+    ]
+    return seeds

@@ -1,0 +1,70 @@
+"""The fuzz targets: which promptseg call reads an input, and how its result is judged.
+
+Each target runs inside the worker process (:mod:`tests.fuzz.worker`) and
+returns ``None`` when the input was accepted and is sound, or a string saying
+why the accepted result is garbage (see :mod:`tests.fuzz.oracle`). Typed
+errors (:class:`promptseg.errors.PromptsegError`) propagate to the worker,
+which classifies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+#: image shape (z, y, x) the prompt documents are validated against (the seeds' crop)
+PROMPT_IMAGE_SHAPE = (5, 20, 24)
+
+
+def _image(path: Path, labels: bool) -> Optional[str]:
+    from promptseg.io import load_labels, load_volume
+
+    from .oracle import file_problem
+
+    volume = load_labels(path) if labels else load_volume(path)
+    if labels and volume.array.dtype.kind != "u":
+        return f"labels of dtype {volume.array.dtype}"
+    return file_problem(path, volume, labels)
+
+
+def _prompts(path: Path, labels: bool) -> Optional[str]:
+    from promptseg.prompts import load_prompt_file, validate
+
+    from .oracle import prompts_problem
+
+    objects = load_prompt_file(path, image_shape=PROMPT_IMAGE_SHAPE[1:])
+    for obj in objects:
+        validate(obj, PROMPT_IMAGE_SHAPE)
+    return prompts_problem(objects, PROMPT_IMAGE_SHAPE)
+
+
+def _config(path: Path, labels: bool) -> Optional[str]:
+    from promptseg.training.config import load_config
+
+    cfg = load_config(path)
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        return f"epochs {cfg.train.epochs}, batch size {cfg.train.batch_size}"
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A fuzz target: its mutation style and the call that reads one input."""
+
+    kind: str  # "binary", "text-header" or "document" (see tests.fuzz.mutate.Mutator)
+    call: Callable[[Path, bool], Optional[str]]
+    #: also read inputs as label maps (every other input)
+    labels: bool = False
+
+
+TARGETS: dict[str, Target] = {
+    "nifti": Target("binary", _image, labels=True),
+    "nrrd": Target("text-header", _image, labels=True),
+    "metaimage": Target("text-header", _image),
+    "npz": Target("binary", _image, labels=True),
+    "raster": Target("binary", _image, labels=True),
+    "dicom": Target("binary", _image),
+    "prompts": Target("document", _prompts),
+    "config": Target("document", _config),
+}
