@@ -14,12 +14,12 @@ an embedding is kept only while a later step of the call can still need it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .models.base import Embedding, Segmenter
+from .models.base import Embedding, Prediction, Segmenter
 from .prompts import ObjectPrompt, box_from_mask, interpolate_key_boxes
 from .stop_rule import Appearance, StopCheck, StopRule, check_slice, object_radius_mm
 
@@ -49,14 +49,14 @@ class ObjectResult:
 class _SliceEmbeddings:
     """Embeds slices on demand and keeps each only while it may be needed again."""
 
-    def __init__(self, segmenter: Segmenter, images: np.ndarray, progress: Optional[tqdm]) -> None:
-        self.segmenter, self.images, self.progress = segmenter, images, progress
+    def __init__(self, embed: Callable[[int], Embedding], progress: Optional[tqdm]) -> None:
+        self.embed, self.progress = embed, progress
         self._cache: dict[int, Embedding] = {}
         self.encoded: list[int] = []
 
     def get(self, z: int) -> Embedding:
         if z not in self._cache:
-            self._cache[z] = self.segmenter.embed(self.images[z])
+            self._cache[z] = self.embed(z)
             self.encoded.append(z)
             if self.progress is not None:
                 self.progress.update(1)
@@ -69,7 +69,9 @@ class _SliceEmbeddings:
 class _Chain:
     """One object's state during the sweeps."""
 
-    def __init__(self, prompt: ObjectPrompt, result: ObjectResult, mode: str) -> None:
+    def __init__(
+        self, prompt: ObjectPrompt, result: ObjectResult, mode: str, directions: Sequence[str] = ("up", "down")
+    ) -> None:
         self.prompt, self.result, self.mode = prompt, result, mode
         self.seed_z = prompt.start_slice
         self.key_boxes = interpolate_key_boxes({z: sp.box for z, sp in prompt.slices.items()}) if prompt.is_key_slices else None
@@ -77,7 +79,10 @@ class _Chain:
         self.appearance: Optional[Appearance] = None
         self.radius_mm = float("inf")
         self.masks: dict[int, np.ndarray] = {}
-        self.active = {"up": True, "down": mode == "3d" and not prompt.is_key_slices}
+        #: ``(z, prediction)`` of the slice recorded last, until reported to ``on_slice``
+        self.last: Optional[tuple[int, Prediction]] = None
+        single = mode == "3d" and not prompt.is_key_slices
+        self.active = {"up": "up" in directions or not single, "down": single and "down" in directions}
 
     def wants(self, z: int, direction: str) -> bool:
         """Does this object need slice ``z`` in this sweep?"""
@@ -110,6 +115,10 @@ def propagate(
     mode: str = "3d",
     stop_rule: Optional[StopRule] = None,
     progress: bool = False,
+    *,
+    embed: Optional[Callable[[int], Embedding]] = None,
+    directions: Sequence[str] = ("up", "down"),
+    on_slice: Optional[Callable[[int, int, Prediction], None]] = None,
 ) -> tuple[list[ObjectResult], list[int]]:
     """Segment every object of ``prompts`` in ``images``.
 
@@ -125,6 +134,14 @@ def propagate(
             the prompted slices).
         stop_rule: parameters of the automatic stop (default :class:`StopRule()`).
         progress: show a progress bar of embedded slices.
+        embed: where slice ``z``'s embedding comes from (e.g. an interactive
+            session's cache); default ``segmenter.embed(images[z])``.
+        directions: which of ``"up"`` / ``"down"`` single-slice objects propagate
+            to in 3D (the prompted slice is always segmented).
+        on_slice: called as ``on_slice(object_index, z, prediction)`` each time a
+            slice's mask is kept (the prompted slice always, then each slice the
+            stop rule accepts), in the order they are computed. An exception it
+            (or ``embed``) raises ends the call, e.g. to cancel it.
 
     Returns:
         One :class:`ObjectResult` per prompt (same order) and the list of slices
@@ -132,12 +149,14 @@ def propagate(
     """
     if mode not in ("2d", "3d"):
         raise ValueError(f"mode must be '2d' or '3d', got {mode!r}")
+    if not directions or set(directions) - {"up", "down"}:
+        raise ValueError(f"directions must be a non-empty subset of ('up', 'down'), got {directions!r}")
     rule = stop_rule or StopRule()
     results = [ObjectResult(p) for p in prompts]
-    chains = [_Chain(p, r, mode) for p, r in zip(prompts, results)]
+    chains = [_Chain(p, r, mode, directions) for p, r in zip(prompts, results)]
     depth = images.shape[0]
     bar = tqdm(total=None, unit="slice", desc="segmenting", disable=not progress, leave=False)
-    embeddings = _SliceEmbeddings(segmenter, images, bar)
+    embeddings = _SliceEmbeddings(embed or (lambda z: segmenter.embed(images[z])), bar)
     # slices below the highest seed may be visited again by the downward sweep
     reuse_below = max((c.seed_z for c in chains if c.active["down"]), default=-1)
     try:
@@ -147,6 +166,7 @@ def propagate(
                 emb = embeddings.get(z)
                 for chain in needed:
                     _step(segmenter, chain, z, "up", emb, images, spacing_xy, slice_thickness, rule)
+                    _notify(on_slice, chains, chain, z)
             if z >= reuse_below:
                 embeddings.release(z)
         for z in range(reuse_below - 1, -1, -1):
@@ -159,6 +179,7 @@ def propagate(
             emb = embeddings.get(z)
             for chain in needed:
                 _step(segmenter, chain, z, "down", emb, images, spacing_xy, slice_thickness, rule)
+                _notify(on_slice, chains, chain, z)
             embeddings.release(z)
     finally:
         bar.close()
@@ -167,6 +188,13 @@ def propagate(
             if active and direction not in chain.result.stops and mode == "3d" and not chain.prompt.is_key_slices:
                 chain.result.stops[direction] = "end of volume"
     return results, embeddings.encoded
+
+
+def _notify(on_slice, chains: list[_Chain], chain: _Chain, z: int) -> None:
+    """Tell ``on_slice`` about slice ``z`` of ``chain`` if its mask was kept there."""
+    if on_slice is not None and chain.last is not None and chain.last[0] == z:
+        on_slice(chains.index(chain), z, chain.last[1])
+        chain.last = None
 
 
 def _upward(chains: list[_Chain], depth: int) -> Iterator[int]:
@@ -241,6 +269,7 @@ def _step(
 def _record(chain: _Chain, z: int, pred) -> np.ndarray:
     mask = pred.mask
     chain.masks[z] = mask
+    chain.last = (z, pred)
     if mask.any():
         chain.result.logits[z] = pred.logits.astype(np.float16)
         chain.result.scores[z] = pred.score

@@ -166,3 +166,43 @@ def test_stop_rule_pieces():
     assert not check_slice(rule, img, np.zeros_like(mask), mask, app, 1.0, 5.0).keep
     with pytest.raises(ValueError):
         StopRule(continuity_iou=2)
+
+
+def test_hooks_embedding_provider_one_direction_and_per_slice_reports():
+    """The hooks an interactive session uses: where embeddings come from, which way to
+    go, and a report per kept slice as soon as it is computed (or an exception to cancel)."""
+    sphere = ball((30, 64, 64), (15, 32, 32), 6)
+    img = _image((sphere, 200))
+    seg = ThresholdSegmenter()
+    asked = []
+
+    def embed(z):
+        asked.append(z)
+        return seg.embed(img[z])
+
+    reports = []
+    (full,), _ = propagate(seg, img, [_seed(sphere, 15)])
+    (res,), encoded = propagate(seg, img, [_seed(sphere, 15)], embed=embed,
+                                on_slice=lambda i, z, pred: reports.append((i, z, pred.mask)))
+    assert asked == encoded
+    assert [z for _, z, _ in reports] == list(range(15, 22)) + list(range(14, 8, -1))
+    assert all(np.array_equal(m, full.logits[z] > 0) for _, z, m in reports)
+    (up,), enc_up = propagate(seg, img, [_seed(sphere, 15)], directions=("up",))
+    assert up.slices == list(range(15, 22)) and up.stops == {"up": "slice 22: empty mask (0 px)"}
+    assert min(enc_up) == 15
+    (down,), enc_down = propagate(seg, img, [_seed(sphere, 15)], directions=("down",))
+    assert down.slices == list(range(9, 16)) and down.stops == {"down": "slice 8: empty mask (0 px)"}
+    assert max(enc_down) == 15
+    for direction, part in (("up", up), ("down", down)):
+        assert all(np.array_equal(part.logits[z], full.logits[z]) for z in part.slices)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_18(i, z, pred):
+        if z == 18:
+            raise Cancelled
+    with pytest.raises(Cancelled):
+        propagate(seg, img, [_seed(sphere, 15)], on_slice=cancel_at_18)
+    with pytest.raises(ValueError, match="directions"):
+        propagate(seg, img, [_seed(sphere, 15)], directions=("sideways",))
