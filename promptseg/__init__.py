@@ -35,6 +35,7 @@ _EXPORTS = {
     "segment": "promptseg.segmentation",
     "dice": "promptseg.segmentation",
     "SegmentationResult": "promptseg.segmentation",
+    "Session": "promptseg.session",
     "StopRule": "promptseg.stop_rule",
     "save_overlay": "promptseg.overlay",
     "PromptsegError": "promptseg.errors",

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from ..errors import PromptsegError
 
 #: subcommand modules, in the order ``promptseg --help`` lists them
-COMMANDS = ("segment", "info", "demo", "models", "evaluate", "benchmark", "report", "prepare", "split", "train", "layers", "auto")
+COMMANDS = ("segment", "info", "demo", "models", "evaluate", "benchmark", "report", "prepare", "split", "train", "layers", "auto", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
