@@ -2,13 +2,14 @@
 #   make demo   create .venv, install, segment the bundled CT with the bundled LiteMedSAM
 #   make test   create .venv if needed, run the whole test suite
 #   make bench  run the benchmarks and rewrite docs/benchmarks.md
+#   make web    rebuild the viewer page (web/ -> promptseg/server/static; needs node + npm)
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench web venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +30,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --output docs/benchmarks.md
+
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
