@@ -49,6 +49,8 @@ def register(sub) -> None:
     md.add_argument("--checkpoint", metavar="PATH", help="weights file, for models that need one")
     md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
+    md.add_argument("--decoder-runtime", default="auto", choices=["auto", "onnxruntime", "torch"],
+                    help="LiteMedSAM's mask-decoder runtime (auto: ONNX Runtime when it matches torch; fastest re-prompts)")
     p.set_defaults(func=run)
 
 
@@ -77,6 +79,7 @@ def run(args) -> int:
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         device=args.device,
         runtime=args.runtime,
+        decoder_runtime=args.decoder_runtime,
     )
     host, port = args.host or DEFAULT_HOST, args.port or DEFAULT_PORT
     app = create_app(settings)

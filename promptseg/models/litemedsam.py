@@ -81,6 +81,8 @@ class LiteMedSAM(Segmenter):
         runtime: image-encoder runtime, see :mod:`promptseg.runtimes`
             (``"auto"`` picks the fastest available on the device).
         resample: ``"bilinear"`` (default) or ``"area"``, see the module docstring.
+        decoder_runtime: mask-decoder runtime, ``"torch"`` (default) or ``"onnxruntime"`` /
+            ``"auto"`` for interactive use (see :mod:`promptseg.runtimes.sam_decoder`).
     """
 
     name = "litemedsam"
@@ -92,6 +94,7 @@ class LiteMedSAM(Segmenter):
         device: str | torch.device = "cpu",
         runtime: str = "auto",
         resample: str = "bilinear",
+        decoder_runtime: str = "torch",
     ) -> None:
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
@@ -102,6 +105,7 @@ class LiteMedSAM(Segmenter):
         self.weights_digest = load_weights(self.net, self.checkpoint)
         self.net.eval().to(self.device)
         self.runtime_kind = runtime
+        self.decoder_kind = decoder_runtime
         self._warned_points = False
 
     # -- encoder ------------------------------------------------------------
@@ -117,6 +121,14 @@ class LiteMedSAM(Segmenter):
             cache_key=f"litemedsam-{self.weights_digest}-{INPUT_SIZE}",
             device=self.device,
         )
+
+    @functools.cached_property
+    def decoder(self):
+        """``(name, run)``: the mask decoder on its runtime, built on first use."""
+        from ..runtimes.sam_decoder import build_mask_decoder_runtime
+
+        kind = self.decoder_kind if self.device.type == "cpu" else "torch"
+        return build_mask_decoder_runtime(self.net.mask_decoder, self.net.prompt_encoder.get_dense_pe(), kind)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Slice ``(H, W)`` / ``(H, W, 3)`` uint8 -> model input ``(1, 3, 256, 256)`` float32 and ``(h, w)``."""
@@ -212,20 +224,16 @@ class LiteMedSAM(Segmenter):
         # a single point is ambiguous (part / whole / larger structure): let SAM
         # propose three masks and keep the one with the best predicted IoU
         multimask = box is None and points is not None and len(points_t[0][0]) == 1
-        low_res, iou = self.net.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self.net.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
-        best = int(torch.argmax(iou[0])) if multimask else 0
-        low_res = low_res[:, best : best + 1]
+        masks, iou = self.decoder[1](embedding.features, sparse, dense)
+        # SAM's MaskDecoder.forward: token 0 is the single-mask output, tokens 1.. the multi-mask ones
+        first = 1 if multimask else 0
+        best = first + (int(torch.argmax(iou[0, first:])) if multimask else 0)
+        low_res, iou = masks[:, best : best + 1], iou[:, best : best + 1]
         new_h, new_w = embedding.input_size
         logits = F.interpolate(
             low_res[..., :new_h, :new_w], size=embedding.original_size, mode="bilinear", align_corners=False
         )
-        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]))
+        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, 0]))
 
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
         mask = np.asarray(mask, dtype=bool)

@@ -33,7 +33,9 @@ class Settings:
         cache_bytes: memory budget of the embedding cache, bytes.
         models: model names a client may ask for; the first is the default.
         checkpoint: weights file of the models that need one.
-        device, runtime: where and how the model runs.
+        device, runtime: where and how the model runs (``runtime``: the image encoder's).
+        decoder_runtime: LiteMedSAM's mask-decoder runtime (``"auto"``: ONNX Runtime when it
+            matches eager PyTorch, for the latency of a re-prompt).
         prefetch: slices each side of the one in view encoded in the background.
         segmenter_factory: ``name -> Segmenter`` (tests inject a shared model);
             default :func:`promptseg.models.build_segmenter`.
@@ -51,6 +53,7 @@ class Settings:
     checkpoint: Optional[Path] = None
     device: str = "cpu"
     runtime: str = "auto"
+    decoder_runtime: str = "auto"
     prefetch: int = 2
     segmenter_factory: Optional[Callable] = field(default=None, repr=False)
 

@@ -75,16 +75,20 @@ class SessionStore:
                 else:
                     from ..models import build_segmenter
 
-                    segmenter = build_segmenter(name, checkpoint=self.settings.checkpoint,
-                                                device=self.settings.device, runtime=self.settings.runtime)
+                    extra = {"decoder_runtime": self.settings.decoder_runtime} if name == "litemedsam" else {}
+                    segmenter = build_segmenter(name, checkpoint=self.settings.checkpoint, device=self.settings.device,
+                                                runtime=self.settings.runtime, **extra)
                 self._models[name] = SharedModel(segmenter)
             return self._models[name]
 
     def warm_up(self) -> None:
-        """Build the default model and run one encoder pass, so the first prompt costs one pass only."""
+        """Build the default model and run it once (encoder and decoder runtimes are built on first use),
+        so the first prompt costs one encoder pass only."""
         import numpy as np
 
-        self.model(None).embed(np.zeros((64, 64), dtype=np.uint8))
+        model = self.model(None)
+        embedding = model.embed(np.zeros((64, 64), dtype=np.uint8))
+        model.decode(embedding, box=(8, 8, 40, 40))
 
     # -- sessions ------------------------------------------------------------------
     def open(self, volume: Volume, source: str, model: Optional[str], **options) -> Entry:
