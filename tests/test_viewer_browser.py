@@ -98,6 +98,22 @@ def _pixel_at(page, point) -> np.ndarray:
     return shot[int(round(point["y"] - box["y"])), int(round(point["x"] - box["x"]))]
 
 
+def _server_labels(url, session_id, tmp_path) -> np.ndarray:
+    """The session's label map as the server holds it, ``(z, y, x)``."""
+    import httpx
+
+    path = tmp_path / "server_labels.nii.gz"
+    path.write_bytes(httpx.get(f"{url}/api/sessions/{session_id}/labels.nii.gz",
+                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).content)
+    return promptseg.load_volume(path).array
+
+
+def expected_mask(volume) -> np.ndarray:
+    from model_cache import litemedsam
+
+    return promptseg.segment(volume, promptseg.make_object(slice=SLICE, box=BOX), litemedsam()).mask(1)
+
+
 def _screenshot_dir(tmp_path) -> Path:
     if os.environ.get("PROMPTSEG_UPDATE_SCREENSHOTS") == "1":
         return REPO / "docs"
@@ -149,6 +165,7 @@ def test_segment_the_bundled_tumour_in_the_browser(tmp_path):
         from promptseg.server.masks import decode_mask
 
         assert np.array_equal(decode_mask(event["mask"], volume.shape[1:]), library.mask(1)[SLICE])
+        expected = expected_mask(volume)  # what promptseg.segment gives for the same box
         centre = page.evaluate(f"() => window.promptsegViewer.ijkToClient(217, 357, {SLICE})")
         after = _pixel_at(page, centre)
         assert after[0] > after[1] + 40  # the red label is drawn over the tumour
@@ -172,15 +189,43 @@ def test_segment_the_bundled_tumour_in_the_browser(tmp_path):
             page.click("#save")
         saved = tmp_path / download.value.suggested_filename
         download.value.save_as(saved)
+
+        # brush: a stroke of label 1 in the lung, saved on the server; then undone
+        sid = page.evaluate("() => window.promptsegViewer.session.id")
+        page.keyboard.press("b")
+        a = page.evaluate(f"() => window.promptsegViewer.ijkToClient(150, 300, {SLICE})")
+        b = page.evaluate(f"() => window.promptsegViewer.ijkToClient(175, 300, {SLICE})")
+        at_stroke = f"() => window.promptsegViewer.labelAt(162, 300, {SLICE})"
+        assert page.evaluate(at_stroke) == 0
+        page.mouse.move(a["x"], a["y"])
+        page.mouse.down()
+        page.mouse.move(b["x"], b["y"], steps=10)
+        page.mouse.up()
+        _wait(page, "() => window.promptsegViewer.edits === 1")
+        assert page.evaluate(at_stroke) == 1
+        assert _server_labels(url, sid, tmp_path)[SLICE, 300, 162] == 1
+        page.keyboard.press("Control+z")
+        _wait(page, "() => window.promptsegViewer.undos === 1")
+        assert page.evaluate(at_stroke) == 0 and page.evaluate(f"() => window.promptsegViewer.labelAt(217, 357, {SLICE})") == 1
+        after_undo = _server_labels(url, sid, tmp_path)
+        assert after_undo[SLICE, 300, 162] == 0 and np.array_equal(after_undo == 1, expected)
+
+        # points: P, then a click inside the tumour on the next slice refines that slice
+        page.keyboard.press("p")
+        page.evaluate(f"() => window.promptsegViewer.goToSlice({SLICE + 1})")
+        inside = page.evaluate(f"() => window.promptsegViewer.ijkToClient(218, 358, {SLICE + 1})")
+        page.mouse.click(inside["x"], inside["y"])
+        _wait(page, "() => window.promptsegViewer.prompts === 2")
+        event = page.evaluate("() => window.promptsegViewer.lastEvent")
+        assert event["slice"] == SLICE + 1 and event["area"] > 0
         browser.close()
     assert not errors
     reference = promptseg.load_labels(label("lung1"), reference=volume).array > 0
     labels = promptseg.load_labels(saved, reference=volume)
     assert labels.same_grid(volume)
-    expected = promptseg.segment(volume, promptseg.make_object(slice=SLICE, box=BOX), litemedsam())
-    assert np.array_equal(labels.array == 1, expected.mask(1))
+    assert np.array_equal(labels.array == 1, expected)
     measured = promptseg.dice(labels.array == 1, reference)
-    assert measured == pytest.approx(promptseg.dice(expected.mask(1), reference), abs=1e-9)
+    assert measured == pytest.approx(promptseg.dice(expected, reference), abs=1e-9)
     assert measured == pytest.approx(0.795, abs=0.001) and shown == pytest.approx(measured)
 
 

@@ -18,7 +18,7 @@ const state = {
   api: null, nv: null, grid: null, session: null, files: [],
   tool: 'navigate', label: 1, labels: new Map(), propagating: false, reference: null,
   synced: null, windowIndex: 0, layoutSingle: false, slice: -1, busy: 0,
-  ready: false, webgl: true, prompts: 0, propagations: 0, lastEvent: null,
+  ready: false, webgl: true, prompts: 0, propagations: 0, edits: 0, undos: 0, lastEvent: null,
 }
 window.promptsegViewer = state // inspected by the browser tests
 
@@ -181,6 +181,11 @@ state.ijkToClient = (i, j, k) => {
   return { x: rect.left + found.pos[0] / dpr, y: rect.top + found.pos[1] / dpr }
 }
 state.goToSlice = goToSlice
+// the label shown at IJK voxel (i, j, k) (NiiVue's drawing layer)
+state.labelAt = (i, j, k) => {
+  const { base, si, sj } = state.grid.slice(k)
+  return state.nv.drawBitmap[base + i * si + j * sj]
+}
 state.currentIJK = () => currentIJK()
 
 let focusTimer = null
@@ -270,6 +275,7 @@ async function syncEdits() {
     })
   }
   nv.refreshDrawing(true)
+  state.edits++
   status(`edit saved (${touched.size} label${touched.size === 1 ? '' : 's'})`)
   refreshDice()
 }
@@ -376,6 +382,7 @@ async function undoRedo(which) {
     if (answer.label === null) return status(`nothing to ${which}`)
     updateLabels(answer.labels)
     await reloadLabels()
+    state.undos++
     status(`${which} (label ${answer.label})`)
     refreshDice()
   })
