@@ -355,3 +355,12 @@ def test_prompt_and_propagation_over_http_equal_the_library_on_the_bundled_ct(tm
     assert np.array_equal(got, library.mask(1))
     assert events[-1]["stops"] == library.objects[0].stops
     assert promptseg.dice(got, reference) == pytest.approx(0.795, abs=0.001)
+
+
+def test_promptseg_serve_command_line_errors_are_one_line(tmp_path, capsys):
+    from promptseg.cli import main
+
+    assert main(["serve", "--data", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"promptseg: error: --data {tmp_path / 'missing'}: not a folder"
+    assert main(["serve", "--data", str(tmp_path), "--token", "x", "--no-token"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..errors import ImageReadError, ModelError, PromptError, PromptsegError
+from ..errors import PromptError, PromptsegError
 from ..session import PropagationDone, SessionBusy, SliceResult
 from .masks import decode_mask, encode_label_slice, encode_mask
 from .paths import PathNotFound, PathRefused, list_data_files, resolve_data_path
