@@ -364,3 +364,46 @@ def test_promptseg_serve_command_line_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"promptseg: error: --data {tmp_path / 'missing'}: not a folder"
     assert main(["serve", "--data", str(tmp_path), "--token", "x", "--no-token"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_promptseg_serve_prints_a_url_whose_token_opens_the_api(tmp_path):
+    """The real command: starts, loads the model, prints the URL, answers only with its token."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from datafiles import REPO
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO), PROMPTSEG_TOKEN="from-the-environment")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "promptseg.cli", "serve", "--data", str(REPO / "promptseg" / "data"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        for line in server.stdout:
+            lines.append(line)
+            if "open http" in line:
+                break
+        url = lines[-1].split("open ", 1)[1].strip()
+        assert url == f"http://127.0.0.1:{port}/?token=from-the-environment"
+        base = url.split("?", 1)[0].rstrip("/")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"{base}/api/info", headers={"Authorization": "Bearer from-the-environment"})
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert response.status_code == 200 and response.json()["models"] == ["litemedsam"]
+        assert httpx.get(f"{base}/api/info").status_code == 401
+        assert "<canvas" in httpx.get(url).text
+    finally:
+        server.terminate()
+        server.wait(30)
