@@ -407,3 +407,23 @@ def test_promptseg_serve_prints_a_url_whose_token_opens_the_api(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_file_listing_shows_images_and_dicom_folders_but_not_hidden_or_outside(tmp_path):
+    import shutil as _shutil
+
+    from datafiles import CT_SLICE
+    from promptseg.server.paths import list_data_files
+
+    root = tmp_path / "data"
+    (root / "series1").mkdir(parents=True)
+    _shutil.copy(CT_SLICE, root / "series1" / "ct.0.dcm")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.nii.gz").write_bytes(b"x")
+    (root / "notes.txt").write_text("not an image")
+    (root / "a.nrrd").write_bytes(b"x")
+    (tmp_path / "outside.nii.gz").write_bytes(b"x")
+    os.symlink(tmp_path / "outside.nii.gz", root / "link.nii.gz")
+    listed = list_data_files([root])
+    assert [(f["path"], f["kind"]) for f in listed] == [("a.nrrd", "file"), ("series1", "dicom")]
+    assert len(list_data_files([root], limit=1)) == 1

@@ -8,6 +8,7 @@ before the decision; no file is opened.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
@@ -57,28 +58,34 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def list_data_files(roots: Sequence[Path], limit: int = 2000) -> list[dict]:
-    """Images in the data folders: ``[{"path": relative, "size": bytes}]``, sorted.
+def list_data_files(roots: Sequence[Path], limit: int = 2000, depth: int = 4) -> list[dict]:
+    """Images in the data folders: ``[{"path": relative, "size": bytes or None, "kind": "file" | "dicom"}]``.
 
-    Files with a readable image suffix and folders holding ``.dcm`` files (DICOM
-    series); links leading outside the folders are left out.
+    Files with a readable image suffix, and folders holding ``.dcm`` files (DICOM series), at
+    most ``depth`` folders down and ``limit`` entries in all (a large archive is not walked
+    whole); hidden entries and links leading outside the folders are left out.
     """
     found: dict[str, dict] = {}
     for root in roots:
-        for path in sorted(root.rglob("*")):
-            if len(found) >= limit:
-                break
-            try:
-                real = path.resolve()
-                if not _inside(real, root) and not any(_inside(real, r) for r in roots):
+        for folder, subfolders, names in os.walk(root):
+            here = Path(folder)
+            level = len(here.relative_to(root).parts)
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if level < depth else []
+            if any(name.lower().endswith(".dcm") for name in names) and here != root:
+                relative = here.relative_to(root).as_posix()
+                found.setdefault(relative, {"path": relative, "size": None, "kind": "dicom"})
+            for name in sorted(names):
+                path = here / name
+                suffix = format_suffix(path)
+                if name.startswith(".") or suffix not in SUPPORTED_IMAGE_SUFFIXES or suffix == ".dcm":
                     continue
-                relative = path.relative_to(root).as_posix()
-                if any(part.startswith(".") for part in PurePosixPath(relative).parts):
-                    continue
-                if path.is_file() and format_suffix(path) in SUPPORTED_IMAGE_SUFFIXES and format_suffix(path) != ".dcm":
+                try:
+                    if not any(_inside(path.resolve(), r) for r in roots) or not path.is_file():
+                        continue
+                    relative = path.relative_to(root).as_posix()
                     found.setdefault(relative, {"path": relative, "size": path.stat().st_size, "kind": "file"})
-                elif path.is_dir() and any(child.suffix.lower() == ".dcm" for child in path.iterdir()):
-                    found.setdefault(relative, {"path": relative, "size": None, "kind": "dicom"})
-            except OSError:
-                continue
+                except OSError:
+                    continue
+                if len(found) >= limit:
+                    return [found[k] for k in sorted(found)]
     return [found[k] for k in sorted(found)]
