@@ -336,10 +336,11 @@ def test_the_page_is_served_with_a_strict_content_policy(data):
 # -- the real model ------------------------------------------------------------
 @pytest.mark.slow
 def test_prompt_and_propagation_over_http_equal_the_library_on_the_bundled_ct(tmp_path):
+    from datafiles import image
     from model_cache import case, litemedsam
 
     volume, reference = case("lung1")
-    settings = Settings(data_dirs=[promptseg.demo.__file__.rsplit("/", 1)[0] + "/data"], token=TOKEN,
+    settings = Settings(data_dirs=[image("lung1").parent], token=TOKEN,
                         segmenter_factory=lambda name: litemedsam(), prefetch=0)
     box = [206, 347, 229, 368]
     with TestClient(create_app(settings)) as client:
