@@ -3,6 +3,7 @@
 #   make test   create .venv if needed, run the whole test suite
 #   make bench  run the benchmarks and rewrite docs/benchmarks.md
 #   make fuzz   the long fuzz campaign: 10,000 inputs per reader and parser (docs/reliability.md)
+#   make web    rebuild the viewer page (web/ -> promptseg/server/static; needs node + npm)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 FUZZ_INPUTS ?= 10000
 
-.PHONY: demo test bench fuzz venv clean
+.PHONY: demo test bench fuzz web venv clean
 
 venv: $(STAMP)
 
@@ -35,6 +36,9 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz --inputs $(FUZZ_INPUTS) --findings fuzz-findings --json fuzz-findings/counts.json
+
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache fuzz-findings

@@ -39,6 +39,7 @@ _EXPORTS = {
     "Stop": "promptseg.stops",
     "StopReason": "promptseg.stops",
     "save_overlay": "promptseg.reporting.overlay",
+    "Session": "promptseg.session",
     "PromptsegError": "promptseg.errors",
 }
 

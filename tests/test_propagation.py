@@ -5,7 +5,7 @@ import pytest
 
 from promptseg.prompts import box_from_mask, make_object
 from promptseg.errors import OptionError
-from promptseg.inference import compose_labels, propagate
+from promptseg.inference import compose_labels, iter_chain, propagate
 from promptseg.stops import Stop, StopReason
 from promptseg.inference.stop_rule import Appearance, StopRule, check_slice, object_radius_mm
 
@@ -189,3 +189,48 @@ def test_stored_float16_logits_keep_the_mask():
     # everything but the positive value that would round to zero is plain rounding
     np.testing.assert_array_equal(half[0, 1:], logits[0, 1:].astype(np.float16))
     assert half[0, 0] == np.float16(2.0**-24)
+
+
+def test_iter_chain_embedding_source_one_direction_and_steps_as_they_come():
+    """What an interactive session uses: where embeddings come from, which way to go, and
+    each slice's decision as soon as it is computed (closing the generator cancels)."""
+    sphere = ball((30, 64, 64), (15, 32, 32), 6)
+    img = _image((sphere, 200))
+    seg = ThresholdSegmenter()
+
+    class Source:
+        def __init__(self):
+            self.encoded, self.released = [], []
+
+        def get(self, z):
+            self.encoded.append(z)
+            return seg.embed(img[z])
+
+        def release(self, z):
+            self.released.append(z)
+
+    (full,), encoded = propagate(seg, img, [_seed(sphere, 15)])
+    source = Source()
+    steps = list(iter_chain(seg, img, [_seed(sphere, 15)], embeddings=source))
+    assert source.encoded == encoded
+    kept = [s for s in steps if s.kept]
+    assert [s.z for s in kept] == list(range(15, 22)) + list(range(14, 8, -1))
+    assert all(np.array_equal(s.result.logits[s.z], full.logits[s.z]) for s in kept)
+    assert [str(s.stop) for s in steps if s.stop] == ["slice 22: empty mask (0 px)", "slice 8: empty mask (0 px)"]
+    (up,), enc_up = propagate(seg, img, [_seed(sphere, 15)], directions=("up",))
+    assert up.slices == list(range(15, 22)) and {d: str(s) for d, s in up.stops.items()} == {"up": "slice 22: empty mask (0 px)"}
+    assert min(enc_up) == 15
+    (down,), enc_down = propagate(seg, img, [_seed(sphere, 15)], directions=("down",))
+    assert down.slices == list(range(9, 16)) and {d: str(s) for d, s in down.stops.items()} == {"down": "slice 8: empty mask (0 px)"}
+    assert max(enc_down) == 15
+    for part in (up, down):
+        assert all(np.array_equal(part.logits[z], full.logits[z]) for z in part.slices)
+    # cancelling: stop iterating at slice 18; nothing beyond it is computed, no stop is invented
+    chain = iter_chain(seg, img, [_seed(sphere, 15)])
+    for step in chain:
+        if step.z == 18:
+            chain.close()
+            break
+    assert step.result.slices == [15, 16, 17, 18] and step.result.stops == {}
+    with pytest.raises(ValueError, match="directions"):
+        propagate(seg, img, [_seed(sphere, 15)], directions=("sideways",))

@@ -16,7 +16,7 @@ from ..errors import PromptsegError
 
 #: subcommand modules, in the order ``promptseg --help`` lists them
 COMMANDS = ("segment", "info", "demo", "models", "evaluate", "benchmark", "report", "prepare", "split", "train", "layers",
-            "auto", "convert", "dicom_node")
+            "auto", "convert", "serve", "dicom_node")
 
 
 def build_parser() -> argparse.ArgumentParser:
