@@ -160,7 +160,8 @@ def _gated(builder: _Builder, kind: str, requested: str, candidates: dict[str, s
     else:
         logger.info("judging encoder precision %s on %s against fp32 on real slices (once per model, CPU and "
                     "runtime version)", "/".join(candidates), kind)
-        verdict, built = prec.decide(candidates, lambda p: builder.build(kind, p), builder.check)
+        verdict, built = prec.decide(candidates, lambda p: builder.build(kind, p), builder.check,
+                                     min_speedup=None if requested == "auto" else 0.0)
         logger.info("encoder precision %s on %s: %s", verdict.precision, kind, verdict.reason)
         if path is not None:
             prec.save_verdict(path, key, verdict)
@@ -190,7 +191,7 @@ def _build_at(builder: _Builder, kind: str, precision: str, cache_key, cache_dir
         return _gated(builder, kind, "auto", candidates, cache_key, cache_dir)[0]
     # an explicit reduced precision
     native = native_candidates(kind, builder.device)
-    if precision not in native and builder.device.type == "cpu":
+    if builder.device.type == "cpu" and precision not in cpu.native_precisions():
         logger.warning("%s is not native on this CPU (%s); it is emulated and likely slower than fp32",
                        precision, cpu.cpu_info().model)
     if builder.check is None:

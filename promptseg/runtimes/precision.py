@@ -185,6 +185,7 @@ def decide(
     candidates: dict[str, str],
     build: Callable[[str], EncoderRuntime],
     check: RealSliceCheck,
+    min_speedup: Optional[float] = None,
 ) -> tuple[Verdict, dict[str, EncoderRuntime]]:
     """Run the gate: fp32 first, then the native reduced precisions in :data:`REDUCED` order.
 
@@ -192,10 +193,13 @@ def decide(
         candidates: ``{precision: why it is native}`` (from :func:`.cpu.native_precisions`).
         build: ``build(precision) -> encoder runtime``; may raise (that precision is skipped).
         check: the model's :class:`RealSliceCheck`.
+        min_speedup: speed a passing precision needs over fp32 (default
+            :data:`MIN_SPEEDUP`; 0 when the precision was asked for by name).
 
     Returns:
         the verdict and the runtimes built (the chosen one among them, to reuse).
     """
+    min_speedup = MIN_SPEEDUP if min_speedup is None else min_speedup
     built: dict[str, EncoderRuntime] = {"fp32": build("fp32")}
     fp32, reference = run_trial("fp32", built["fp32"], check)
     trials = {"fp32": fp32}
@@ -220,7 +224,7 @@ def decide(
         logger.info("%s; %.2fx the speed of fp32", trial.summary(), speedup)
         if not trial.passed:
             notes.append(f"{precision} failed the gate (mean Dice {trial.mean_dice:.4f} < {GATE_MIN_MEAN_DICE})")
-        elif speedup < MIN_SPEEDUP:
+        elif speedup < min_speedup:
             notes.append(f"{precision} passed the gate but is only {speedup:.2f}x the speed of fp32")
         else:
             chosen = precision
