@@ -21,7 +21,7 @@ pytestmark = [
 def exported(tmp_path_factory):
     model = litemedsam()
     cache = tmp_path_factory.mktemp("decoder-cache")
-    decoder = rt_decoder.build_box_decoder(model.net.prompt_encoder, model.net.mask_decoder, (1, 256, 64, 64),
+    decoder = rt_decoder.build_box_decoder(model.net, (1, 256, 64, 64),
                                            cache_key=f"litemedsam-{model.weights_digest}", cache_dir=cache)
     return model, decoder, cache
 
@@ -49,8 +49,11 @@ def test_the_decoder_export_is_cached(exported, monkeypatch):
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
+    def no_network():
+        raise AssertionError("the network was needed")
+
     monkeypatch.setattr(rt_decoder, "export_decoder", no_export)
-    rt_decoder.build_box_decoder(model.net.prompt_encoder, model.net.mask_decoder, (1, 256, 64, 64),
+    rt_decoder.build_box_decoder(no_network, (1, 256, 64, 64),
                                  cache_key=f"litemedsam-{model.weights_digest}", cache_dir=cache)
     assert onnx_file.stat().st_mtime_ns == before
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary files left

