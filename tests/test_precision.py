@@ -409,3 +409,31 @@ def test_gate_and_calibration_slices_are_real_and_disjoint():
     assert len(calibration) == 12 and {s.case for s in calibration} == {"lung1", "brain2", "breast1"}
     assert not {(s.case, s.z) for s in gate} & {(s.case, s.z) for s in calibration}
     assert all(s.box is None and s.image.any() for s in calibration)
+
+
+# ---------------------------------------------------------------------------
+# build_segmenter / CLI
+
+
+def test_build_segmenter_precision_per_backend(tmp_path):
+    from promptseg.models.registry import MODELS, build_segmenter
+
+    assert "bf16" in MODELS["litemedsam"].precisions and "int8" in MODELS["litemedsam"].precisions
+    weights = tmp_path / "sam.pth"
+    weights.write_bytes(b"x")
+    with pytest.raises(ModelError, match="model sam-vit-b offers precision auto, fp32, not bf16"):
+        build_segmenter("sam-vit-b", checkpoint=weights, precision="bf16")
+    with pytest.raises(ModelError, match="unknown precision 'half'"):
+        build_segmenter("litemedsam", precision="half")
+
+
+def test_cli_precision_option(capsys):
+    from promptseg.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "x.nii.gz", "-o", "y.nii.gz", "--box", "1,1,5,5", "--precision", "fp8"])
+    assert info.value.code == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    assert "--precision {auto,fp32,bf16,fp16,int8}" in capsys.readouterr().out

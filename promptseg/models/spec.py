@@ -21,6 +21,8 @@ class ModelSpec:
         build: ``build(checkpoint, device, **kwargs) -> Segmenter``.
         needs_checkpoint: True when no weights are bundled (the user supplies a file).
         propagation: 3D modes the backend supports (``"chain"``, ``"memory"``).
+        precisions: the ``precision=`` values ``build`` accepts (see docs/speed.md);
+            backends without a real-slice accuracy check run fp32 (``"auto"``).
         preprocessing: ``preprocessing() -> object`` with ``name``, ``input_size``,
             ``prepare_slice``, ``prepare_mask`` and ``model_input`` of the backend, built
             without weights (what ``promptseg prepare`` needs); None: build the backend itself.
@@ -34,4 +36,5 @@ class ModelSpec:
     build: Callable[..., Segmenter]
     needs_checkpoint: bool = True
     propagation: tuple[str, ...] = field(default=("chain",))
+    precisions: tuple[str, ...] = field(default=("auto", "fp32"))
     preprocessing: Optional[Callable[[], object]] = None
