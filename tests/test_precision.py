@@ -111,12 +111,14 @@ def _masks(n_differing, n=9, size=20):
     return out
 
 
-@pytest.mark.parametrize("bf16_diff, int8_diff, chosen, tried", [
-    (0, 0, "bf16", ["fp32", "bf16"]),             # bf16 passes: int8 is not tried
-    (4, 0, "int8", ["fp32", "bf16", "int8"]),     # bf16 fails: mean (5 + 4 x 0.947) / 9 = 0.977
-    (9, 9, "fp32", ["fp32", "bf16", "int8"]),     # both fail
+@pytest.mark.parametrize("candidates, bf16_diff, int8_diff, chosen, tried", [
+    (("bf16", "int8"), 0, 0, "bf16", ["fp32", "bf16"]),  # bf16 passes
+    (("bf16", "int8"), 4, 0, "fp32", ["fp32", "bf16"]),  # bf16 fails: mean (5 + 4 x 0.947) / 9 = 0.977; int8 not
+                                                         # tried where bf16 is native (it was slower than bf16)
+    (("int8",), 0, 0, "int8", ["fp32", "int8"]),         # VNNI without bf16: int8
+    (("int8",), 0, 9, "fp32", ["fp32", "int8"]),         # ... unless it fails
 ])
-def test_decide_tries_bf16_then_int8(bf16_diff, int8_diff, chosen, tried, monkeypatch):
+def test_decide_tries_bf16_then_int8(candidates, bf16_diff, int8_diff, chosen, tried, monkeypatch):
     calls = []
     check = fake_check({"fp32": _masks(0), "bf16": _masks(bf16_diff), "int8": _masks(int8_diff)}, calls)
     clock = {"t": 0.0}  # fp32 takes 4 s on the gate slices, every other precision 1 s
@@ -127,7 +129,7 @@ def test_decide_tries_bf16_then_int8(bf16_diff, int8_diff, chosen, tried, monkey
 
     monkeypatch.setattr(prec.time, "perf_counter", lambda: clock["t"])
     timed = prec.RealSliceCheck(masks=masks_timed, calibration_inputs=check.calibration_inputs)
-    verdict, built = prec.decide({"bf16": "flags", "int8": "flags"}, FakeRuntime, timed)
+    verdict, built = prec.decide({c: "flags" for c in candidates}, FakeRuntime, timed)
     assert verdict.precision == chosen
     assert calls == tried
     assert chosen in built
