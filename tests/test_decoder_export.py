@@ -57,3 +57,27 @@ def test_the_decoder_export_is_cached(exported, monkeypatch):
                                  cache_key=f"litemedsam-{model.weights_digest}", cache_dir=cache)
     assert onnx_file.stat().st_mtime_ns == before
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_litemedsam_decodes_boxes_through_the_export_until_its_decoder_weights_change(monkeypatch):
+    from promptseg.models.litemedsam import LiteMedSAM
+
+    model = LiteMedSAM()
+    assert "net" not in model.__dict__  # nothing needed the PyTorch network yet
+    item = gate_slices()[1]
+    embedding = model.embed(item.image)
+    calls = []
+    exported = model.box_decoder
+    assert exported is not None
+    monkeypatch.setattr(model, "box_decoder", lambda *args: (calls.append(1), exported(*args))[1])
+    first = model.decode(embedding, box=item.box)
+    assert calls == [1]
+    model.decode(embedding, box=item.box, points=np.array([[217.0, 357.0]]))  # points: eager
+    assert calls == [1]
+    import torch
+
+    with torch.no_grad():  # as an optimiser step would
+        next(model.net.mask_decoder.parameters()).mul_(1.0)
+    again = model.decode(embedding, box=item.box)
+    assert calls == [1]  # the export no longer matches the weights: eager
+    np.testing.assert_array_equal(again.mask, first.mask)
