@@ -1,7 +1,7 @@
 """How the encoder degrades on a loaded host: a second process burning one core, per runtime and thread count.
 
 :func:`measure_busy_host` times the LiteMedSAM encoder (batch 1, a real CT slice) in
-OpenVINO fp32 and bf16 (with and without OpenVINO's CPU pinning), ONNX Runtime and eager
+OpenVINO fp32 and bf16 (promptseg's settings, and with OpenVINO's CPU pinning on), ONNX Runtime and eager
 PyTorch, on 1 thread and on every core, first as the host is, then while a burner process
 spins (``while True: pass``); runs interleaved, medians. The ratio busy / as-is says how
 gracefully each setting degrades. The burner is always stopped (``finally``).
@@ -37,10 +37,10 @@ def _engines(model, threads: int) -> dict:
     for precision in ("fp32", "bf16"):
         engines[f"openvino-{precision}"] = openvino_backend.load(path, threads, precision, folder / "openvino" / precision)
         config = openvino_backend.compile_config(threads, precision)
-        config["ENABLE_CPU_PINNING"] = False
+        config["ENABLE_CPU_PINNING"] = True
         compiled = openvino_backend.core().compile_model(str(path), "CPU", config)
         request = compiled.create_infer_request()
-        engines[f"openvino-{precision}-unpinned"] = (
+        engines[f"openvino-{precision}-pinned"] = (
             lambda x, r=request: (r.infer({0: x}), r.get_output_tensor(0).data.copy())[1])
     engines["onnxruntime"] = onnxruntime_backend.load(path, threads)
 

@@ -42,6 +42,10 @@ def compile_config(num_threads: int, precision: str = "fp32", cache_dir: Optiona
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
         "INFERENCE_NUM_THREADS": int(num_threads),
+        # threads not pinned to cores: with a second process burning one of 2 cores the encoder
+        # slowed 2.0-2.2x unpinned vs 2.8-2.9x pinned, and ran as fast when the host was not
+        # loaded (benchmarks/busy_host.py, docs/speed.md)
+        "ENABLE_CPU_PINNING": False,
     }
     if cache_dir is not None:
         config["CACHE_DIR"] = str(cache_dir)
