@@ -439,3 +439,43 @@ def test_cli_precision_option(capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     assert "--precision {auto,fp32,bf16,fp16,int8}" in capsys.readouterr().out
+
+
+def test_default_precision_from_the_environment(monkeypatch):
+    monkeypatch.delenv(prec.PRECISION_ENV, raising=False)
+    assert prec.default_precision() == "auto"
+    monkeypatch.setenv(prec.PRECISION_ENV, "bf16")
+    assert prec.default_precision() == "bf16"
+    monkeypatch.setenv(prec.PRECISION_ENV, "double")
+    with pytest.raises(ModelError, match="unknown precision 'double'"):
+        prec.default_precision()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("openvino" not in EXPORTED, reason="openvino is not installed")
+def test_the_real_gate_on_the_bundled_lesion_slices(tmp_path):
+    """precision auto on this machine's CPU: the verdict holds the 9 real slices' Dice, and a reduced
+    precision is chosen only if it is native and passes (mean >= 0.98)."""
+    from promptseg.models.litemedsam import LiteMedSAM
+    from promptseg.runtimes.real_slices import segmenter_check
+
+    model = LiteMedSAM(precision="fp32")
+    runtime = rt.build_encoder_runtime(lambda: model.net.image_encoder, 256, kind="openvino", precision="auto",
+                                       check=segmenter_check(model), cache_key=f"litemedsam-{model.weights_digest}-256",
+                                       cache_dir=tmp_path)
+    native = rt_build.native_candidates("openvino", torch.device("cpu"))
+    if not native:
+        assert runtime.precision == "fp32" and "no reduced precision runs natively" in runtime.precision_reason
+        return
+    (verdict_file,) = tmp_path.glob("precision-*.json")
+    doc = json.loads(verdict_file.read_text())
+    assert doc["precision"] == runtime.precision
+    tried = [p for p in doc["trials"] if p != "fp32"]
+    assert tried and all(p in native for p in tried)
+    for name in tried:
+        dice = doc["trials"][name]["dice"]
+        assert len(dice) == 9 and all(0.0 <= d <= 1.0 for d in dice)
+        passed = float(np.mean(dice)) >= prec.GATE_MIN_MEAN_DICE
+        assert (runtime.precision == name) <= passed  # chosen implies passed
+    if runtime.precision != "fp32":
+        assert runtime.precision_reason.startswith(f"{runtime.precision} is native")

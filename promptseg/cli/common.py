@@ -24,9 +24,10 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str, checkpoint_help:
     md.add_argument("--checkpoint", metavar="PATH", help=checkpoint_help)
     md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
-    md.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
-                    help="image-encoder precision (default auto: bf16/int8 only where the CPU runs them natively and "
-                         "their masks agree with fp32 on real slices; -v says what was chosen and why; docs/speed.md)")
+    md.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                    help="image-encoder precision (default $PROMPTSEG_PRECISION, else auto: bf16/int8 only where the "
+                         "CPU runs them natively and their masks agree with fp32 on real slices; -v says what was "
+                         "chosen and why; docs/speed.md)")
     return md
 
 

@@ -92,9 +92,10 @@ class LiteMedSAM(Segmenter):
         runtime: image-encoder runtime, see :mod:`promptseg.runtimes`
             (``"auto"`` picks the fastest available on the device).
         resample: ``"bilinear"`` (default) or ``"area"``, see the module docstring.
-        precision: image-encoder precision, ``"auto"`` (default: bf16 / int8 only where
-            the CPU runs them natively and the masks pass the real-slice gate),
-            ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``; see docs/speed.md.
+        precision: image-encoder precision, ``"auto"`` (bf16 / int8 only where the CPU
+            runs them natively and the masks pass the real-slice gate), ``"fp32"``,
+            ``"bf16"``, ``"fp16"`` or ``"int8"``; default ``$PROMPTSEG_PRECISION``, else
+            ``"auto"``. See docs/speed.md.
 
     The PyTorch network (:attr:`net`) is built on first use: with cached exports of
     the encoder and the box decoder, segmenting never needs it.
@@ -109,16 +110,16 @@ class LiteMedSAM(Segmenter):
         device: str | torch.device = "cpu",
         runtime: str = "auto",
         resample: str = "bilinear",
-        precision: str = "auto",
+        precision: Optional[str] = None,
     ) -> None:
-        from ..runtimes.precision import check_precision
+        from ..runtimes.precision import check_precision, default_precision
 
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
         self.resample = resample
-        self.precision = check_precision(precision)
+        self.precision = default_precision() if precision is None else check_precision(precision)
         self.runtime_kind = runtime
         self._warned_points = False
         if checkpoint is not None:

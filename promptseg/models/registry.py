@@ -38,7 +38,7 @@ MODELS: dict[str, ModelSpec] = _collect()
 
 def build_segmenter(
     name: str = "litemedsam", checkpoint: Optional[str | Path] = None, device: str = "cpu",
-    precision: str = "auto", **kwargs
+    precision: Optional[str] = None, **kwargs
 ) -> Segmenter:
     """Build a segmenter by registry name.
 
@@ -46,7 +46,8 @@ def build_segmenter(
         name: a key of :data:`MODELS` (``promptseg models`` lists them).
         checkpoint: weights file; None uses the backend's bundled weights (LiteMedSAM only).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        precision: image-encoder precision: ``"auto"`` (default; reduced precision only
+        precision: image-encoder precision (default ``$PROMPTSEG_PRECISION``, else ``"auto"``):
+            ``"auto"`` (reduced precision only
             where the hardware runs it natively and the masks pass the real-slice gate),
             ``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"`` -- what the backend offers
             (``promptseg models``); see docs/speed.md.
@@ -63,9 +64,10 @@ def build_segmenter(
         raise CheckpointError(f"model {name} needs weights: --checkpoint FILE ({spec.checkpoint})")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint} ({name} expects {spec.checkpoint})")
-    if precision not in spec.precisions:
-        from ..runtimes.precision import check_precision
+    from ..runtimes.precision import check_precision, default_precision
 
+    precision = default_precision() if precision is None else precision
+    if precision not in spec.precisions:
         check_precision(precision)
         raise ModelError(f"model {name} offers precision {', '.join(spec.precisions)}, not {precision}")
     if spec.precisions != ModelSpec.precisions:  # the backend chooses among several: it takes precision=

@@ -120,6 +120,17 @@ class Verdict:
         return cls(precision=precision, reason=str(doc["reason"]), trials=trials)
 
 
+#: environment variable naming the precision used when none is given (default ``"auto"``)
+PRECISION_ENV = "PROMPTSEG_PRECISION"
+
+
+def default_precision() -> str:
+    """``$PROMPTSEG_PRECISION`` if set (e.g. ``fp32`` to pin every run to fp32), else ``"auto"``."""
+    import os
+
+    return check_precision(os.environ.get(PRECISION_ENV, "").strip() or "auto")
+
+
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else ModelError naming them."""
     from ..errors import ModelError
