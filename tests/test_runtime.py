@@ -150,21 +150,41 @@ def test_cache_is_reused_without_exporting_again(toy, images, tmp_path, monkeypa
     kind = EXPORTED[0]
     first = rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind, cache_key="toy-abc", cache_dir=tmp_path)
     assert counter.calls == 1
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.glob("encoder-*"))
     assert len(files) == 2 and files[0].endswith(".npz") and files[1].endswith(".onnx")  # no temp files left
     assert all(name.startswith("encoder-toy-abc-") for name in files)
-    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert len(list(tmp_path.glob("verified-*.json"))) == 1  # the probe check, recorded once
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()}
 
     for again in EXPORTED:  # every exported runtime shares the one cached file
         second = rt.build_encoder_runtime(toy, TOY_SIZE, kind=again, cache_key="toy-abc", cache_dir=tmp_path)
         np.testing.assert_allclose(second(images), first(images), atol=1e-5, rtol=0)
     assert counter.calls == 1
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("encoder-*")} == {
+        p: t for p, t in mtimes.items() if p.name.startswith("encoder-")}
 
     # another key (other weights or input size) is another entry
     rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind, cache_key="toy-def", cache_dir=tmp_path)
     assert counter.calls == 2
-    assert len(list(tmp_path.iterdir())) == 4
+    assert len(list(tmp_path.glob("encoder-*"))) == 4
+
+
+@needs_exported
+def test_the_probe_check_runs_once_per_cached_export_runtime_version_and_cpu(toy, tmp_path, monkeypatch):
+    from promptseg.runtimes import cpu as rt_cpu
+
+    kind = EXPORTED[0]
+    rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind, cache_key="toy", cache_dir=tmp_path)
+    checks = []
+    real_verify = rt_build.verify
+    monkeypatch.setattr(rt_build, "verify", lambda *args: (checks.append(args[0]), real_verify(*args)))
+    rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind, cache_key="toy", cache_dir=tmp_path)
+    assert checks == []  # recorded by the first build
+    monkeypatch.setattr(rt_cpu, "cpu_info", lambda: rt_cpu.CpuInfo("Another CPU", frozenset({"avx2"})))
+    rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind, cache_key="toy", cache_dir=tmp_path)
+    assert checks == [kind]
+    assert len(list(tmp_path.glob("verified-*.json"))) == 2
 
 
 @needs_exported
@@ -199,7 +219,7 @@ def test_corrupt_cache_is_detected_and_exported_again(toy, images, tmp_path, mon
     assert counter.calls == 2
     assert "corrupt" in caplog.text
     np.testing.assert_allclose(runtime(images), eager(toy, images), atol=1e-5, rtol=0)
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz", ".onnx"]
+    assert sorted(p.suffix for p in tmp_path.glob("encoder-*")) == [".npz", ".onnx"]
     # the repaired entry is used as is next time
     rt.build_encoder_runtime(toy, TOY_SIZE, kind=kind, cache_key="toy", cache_dir=tmp_path)
     assert counter.calls == 2
@@ -258,8 +278,8 @@ def test_a_runtime_with_wrong_results_is_rejected(toy, monkeypatch, caplog):
     kind = EXPORTED[0]
     real = rt_build.LOADERS[kind]
 
-    def off_by_a_bit(path, threads):
-        run = real(path, threads)
+    def off_by_a_bit(path, threads, **options):
+        run = real(path, threads, **options)
         return lambda batch: run(batch) + 0.01
 
     monkeypatch.setitem(rt_build.LOADERS, kind, off_by_a_bit)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import promptseg  # noqa: E402
 from promptseg.prompts import box_from_mask, make_object  # noqa: E402
-from promptseg.propagation import compose_labels, propagate  # noqa: E402
+from promptseg.inference import compose_labels, propagate  # noqa: E402
 from promptseg.server import Settings, create_app  # noqa: E402
 from promptseg.server.masks import decode_mask, encode_mask  # noqa: E402
 from promptseg.volume import Volume  # noqa: E402

@@ -10,7 +10,7 @@ from promptseg.stops import StopReason
 import promptseg
 from promptseg.errors import PromptError
 from promptseg.prompts import box_from_mask, make_object
-from promptseg.propagation import compose_labels, propagate
+from promptseg.inference import compose_labels, propagate
 from promptseg.session import EmbeddingCache, PropagationDone, Session, SessionBusy, SharedModel, SliceResult
 from promptseg.volume import Volume
 

@@ -100,7 +100,8 @@ def run(args) -> int:
         z = 0
     check_slice(volume, z)
     window = resolve_window(args.window) if args.window else None
-    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime,
+                                precision=args.precision)
     labels = automatic_masks(
         volume, segmenter, slice=z, points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_score_thresh, min_area=args.min_area, modality=args.modality,

@@ -101,7 +101,8 @@ def run(args) -> int:
     prompt = args.prompt or ("points" if sweep == "points" else "box-mid")
     sweep_settings(prompt, args.jitter, args.points, sweep, values)  # bad settings fail before the model loads
     dataset = load_dataset(args.dataset)
-    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime,
+                                precision=args.precision)
     out = run_benchmark(
         dataset, segmenter, args.output, prompt_mode=prompt, jitter_px=args.jitter, points=args.points,
         seed=args.seed, sweep=sweep, sweep_values=values, tolerance_mm=args.tolerance_mm, labels=labels,

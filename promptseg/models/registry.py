@@ -52,7 +52,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_segmenter(
-    name: str = "litemedsam", checkpoint: Optional[str | Path] = None, device: str = "cpu", **kwargs
+    name: str = "litemedsam", checkpoint: Optional[str | Path] = None, device: str = "cpu",
+    precision: Optional[str] = None, **kwargs
 ) -> Segmenter:
     """Build a segmenter by registry name.
 
@@ -60,10 +61,15 @@ def build_segmenter(
         name: a key of :data:`MODELS` (``promptseg models`` lists them).
         checkpoint: weights file; None uses the backend's bundled weights (LiteMedSAM only).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
+        precision: image-encoder precision (default ``$PROMPTSEG_PRECISION``, else ``"auto"``):
+            ``"auto"`` (reduced precision only
+            where the hardware runs it natively and the masks pass the real-slice gate),
+            ``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"`` -- what the backend offers
+            (``promptseg models``); see docs/speed.md.
         **kwargs: backend options (e.g. ``runtime=`` for LiteMedSAM).
 
     Raises:
-        ModelError: unknown name.
+        ModelError: unknown name, or a precision the backend does not offer.
         OptionError: a malformed device name, or a device this machine lacks.
         CheckpointError: missing file (naming where to get it) or mismatching weights.
     """
@@ -73,6 +79,14 @@ def build_segmenter(
         raise CheckpointError(f"model {name} needs weights: --checkpoint FILE ({spec.checkpoint})")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint} ({name} expects {spec.checkpoint})")
+    from ..runtimes.precision import check_precision, default_precision
+
+    precision = default_precision() if precision is None else precision
+    if precision not in spec.precisions:
+        check_precision(precision)
+        raise ModelError(f"model {name} offers precision {', '.join(spec.precisions)}, not {precision}")
+    if spec.precisions != ModelSpec.precisions:  # the backend chooses among several: it takes precision=
+        kwargs["precision"] = precision
     return spec.build(checkpoint=checkpoint, device=device, **kwargs)
 
 

@@ -24,6 +24,8 @@ class ModelSpec:
         capabilities: what the backend offers beyond prompted 2D segmentation and
             chaining (see :mod:`promptseg.models.capabilities`); a built segmenter
             carries the same set.
+        precisions: the ``precision=`` values ``build`` accepts (see docs/speed.md);
+            backends without a real-slice accuracy check run fp32 (``"auto"``).
         preprocessing: ``preprocessing() -> object`` with ``name``, ``input_size``,
             ``prepare_slice``, ``prepare_mask`` and ``model_input`` of the backend, built
             without weights (what ``promptseg prepare`` needs); None: build the backend itself.
@@ -37,6 +39,7 @@ class ModelSpec:
     build: Callable[..., Segmenter]
     needs_checkpoint: bool = True
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
+    precisions: tuple[str, ...] = field(default=("auto", "fp32"))
     preprocessing: Optional[Callable[[], object]] = None
 
     @property

@@ -5,7 +5,8 @@
 
 ``"openvino"``
     the encoder exported to ONNX (:mod:`.onnx_export`), compiled by OpenVINO's CPU
-    plugin in fp32 (:mod:`.openvino_backend`).
+    plugin (:mod:`.openvino_backend`) in fp32, bf16, or int8 from an NNCF-quantised
+    copy (:mod:`.quantize`); compiled models are cached on disk.
 ``"onnxruntime"``
     the same ONNX file on ONNX Runtime's CPU execution provider (:mod:`.onnxruntime_backend`).
 ``"torch-jit"``
@@ -16,17 +17,26 @@
 
 ``"auto"`` on CPU tries them in the order of :data:`CPU_AUTO_ORDER` and falls back
 to the next one, with a one-line warning, when a package is missing or an export,
-compile or check fails. Every built runtime is checked against eager PyTorch on a
-fixed probe (:mod:`.base`). Measured speeds: ``docs/benchmarks.md`` (``make bench``).
+compile or check fails. Every fp32 runtime is checked against eager PyTorch on a
+fixed probe (:mod:`.base`); a reduced precision (``precision=``, :mod:`.precision`)
+is checked instead by the masks it gives on real slices (:mod:`.real_slices`),
+and ``precision="auto"`` uses one only where the CPU runs it natively
+(:mod:`.cpu`). Measured speeds: ``docs/benchmarks.md`` (``make bench``); the
+choices: ``docs/speed.md``.
 """
 
 from .base import VERIFY_TOLERANCE, EncoderRuntime, default_num_threads
-from .build import CPU_AUTO_ORDER, KINDS, available_runtimes, build_encoder_runtime
+from .build import CPU_AUTO_ORDER, KINDS, SUPPORTED_PRECISIONS, available_runtimes, build_encoder_runtime
 from .onnx_export import default_cache_dir
+from .precision import GATE_MIN_MEAN_DICE, PRECISIONS, RealSliceCheck
 
 __all__ = [
     "CPU_AUTO_ORDER",
+    "GATE_MIN_MEAN_DICE",
     "KINDS",
+    "PRECISIONS",
+    "SUPPORTED_PRECISIONS",
+    "RealSliceCheck",
     "VERIFY_TOLERANCE",
     "EncoderRuntime",
     "available_runtimes",

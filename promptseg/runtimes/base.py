@@ -59,6 +59,10 @@ class PerSliceRuntime:
     ``PatchMerging`` takes ``len(x)``), so they are built for batch 1.
     """
 
+    #: the numeric precision it runs (set by the builder) and why it was chosen
+    precision = "fp32"
+    precision_reason = ""
+
     def __init__(self, name: str, run_one: Callable[[np.ndarray], np.ndarray], input_size: int) -> None:
         self.name = name
         self.input_size = input_size
@@ -71,7 +75,7 @@ class PerSliceRuntime:
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def __repr__(self) -> str:
-        return f"<encoder runtime {self.name} ({self.input_size} px)>"
+        return f"<encoder runtime {self.name} {self.precision} ({self.input_size} px)>"
 
 
 @contextlib.contextmanager

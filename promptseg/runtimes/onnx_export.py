@@ -86,19 +86,28 @@ def export_onnx(encoder: torch.nn.Module, input_size: int, path: Path) -> None:
             module.train()
 
 
+def resolve_module(module) -> torch.nn.Module:
+    """``module`` itself, or what the zero-argument function ``module`` returns (a lazily built network)."""
+    return module if isinstance(module, torch.nn.Module) else module()
+
+
 class OnnxArtefact:
     """The encoder's ONNX file plus its probe, exported at most once per build call.
 
     ``get()`` returns ``(onnx_path, probe_input, probe_expected)``; ``close()``
-    removes an uncached temporary export.
+    removes an uncached temporary export. ``encoder`` may be a zero-argument
+    function returning the module: it is then called only if an export is needed
+    (a warm start with a cached export never builds the PyTorch network).
     """
 
-    def __init__(self, encoder: torch.nn.Module, input_size: int, cache_key: Optional[str], cache_dir: Optional[Path]):
-        self.encoder = encoder
+    def __init__(self, encoder, input_size: int, cache_key: Optional[str], cache_dir: Optional[Path]):
+        self._encoder = encoder
         self.input_size = input_size
         self.cache_key = cache_key
         self.cache_dir = cache_dir
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        #: SHA-256 of the cached ONNX file (None for an uncached export)
+        self.sha256: Optional[str] = None
         self._result: Optional[tuple[Path, np.ndarray, np.ndarray]] = None
 
     def get(self) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -111,6 +120,10 @@ class OnnxArtefact:
                     logger.warning("encoder cache in %s unusable (%s); exporting without cache", self.cache_dir, exc)
             self._result = result if result is not None else self._uncached()
         return self._result
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return resolve_module(self._encoder)
 
     def _export(self, onnx_path: Path, final_path: Optional[Path] = None) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()
@@ -143,6 +156,7 @@ class OnnxArtefact:
         with atomic_path(onnx_path) as tmp_onnx:
             probe_in, expected = self._export(tmp_onnx, onnx_path)
             sha = sha256_file(tmp_onnx)
+        self.sha256 = sha
         with atomic_path(meta_path) as tmp_meta:  # last: a complete entry exists only now
             with open(tmp_meta, "wb") as fh:
                 np.savez(fh, sha256=np.array(sha), format=np.array(CACHE_FORMAT),
@@ -161,6 +175,7 @@ class OnnxArtefact:
             raise ValueError(f"probe input shape {probe_in.shape}")
         if sha256_file(onnx_path) != sha:
             raise ValueError("ONNX file does not match its recorded SHA-256")
+        self.sha256 = sha
         return probe_in, expected
 
     def close(self) -> None:

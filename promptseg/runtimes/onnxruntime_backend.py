@@ -8,8 +8,14 @@ from typing import Callable
 import numpy as np
 
 
-def load(onnx_path: Path, num_threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch-1 ``run_one(images) -> features`` on ``num_threads`` threads, all graph optimisations on."""
+def load(onnx_path: Path, num_threads: int, precision: str = "fp32", cache_dir=None) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch-1 ``run_one(images) -> features`` on ``num_threads`` threads, all graph optimisations on.
+
+    fp32 only; ``cache_dir`` is accepted for the common loader signature (ONNX Runtime
+    builds its session from the ONNX file in well under a second).
+    """
+    if precision != "fp32":
+        raise ValueError(f"the ONNX Runtime encoder runs fp32 only, not {precision}")
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -1,8 +1,8 @@
 """A session's labels: name, colour, visibility, prompts and per-slice masks.
 
 Masks are kept as float16 logits per slice, like
-:class:`promptseg.propagation.ObjectResult`, so overlapping labels are
-resolved the way :func:`promptseg.propagation.compose_labels` does (the more
+:class:`promptseg.inference.ObjectResult`, so overlapping labels are
+resolved the way :func:`promptseg.inference.compose_labels` does (the more
 confident model output wins). A slice painted by hand gets logits of
 ``+EDIT_LOGIT`` inside and ``-EDIT_LOGIT`` outside.
 """

@@ -73,7 +73,7 @@ class SharedModel:
             return seg.decode(embedding, box=box, points=points, point_labels=point_labels)
 
     def view(self) -> Segmenter:
-        """A :class:`Segmenter` whose calls take their turn here (for :func:`promptseg.propagation.propagate`)."""
+        """A :class:`Segmenter` whose calls take their turn here (for :func:`promptseg.inference.iter_chain`)."""
         return _LockedSegmenter(self)
 
 
