@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from promptseg.demo import DEMO_IMAGE, DEMO_LABEL
 from promptseg.io.atomic import atomic_path
 from promptseg.models.registry import build_segmenter
 from promptseg.prompts import box_from_mask, make_object
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmark modules
+from precision import PRECISIONS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the heading of the hand-written section the script keeps
@@ -102,16 +106,18 @@ def measure_propagation(repeats: int) -> dict:
     model = build_segmenter("litemedsam")
     _ = model.encoder  # build (and on first use export/compile) the runtime outside the timed runs
     setup = time.perf_counter() - t0
+    # the reference decodes in eager PyTorch too (the default model decodes boxes in its exported decoder)
+    eager = build_segmenter("litemedsam", runtime="torch", precision="fp32")
     images = promptseg.normalize(volume)
     # warm-up both paths once
     result = promptseg.segment(volume, [prompt], model)
     z_range = (min(result.objects[0].slices), max(result.objects[0].slices))
-    ref_mask = reference_loop(model, images, z_range, z_seed, box)
+    ref_mask = reference_loop(eager, images, z_range, z_seed, box)
 
     ours, theirs = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        ref_mask = reference_loop(model, images, z_range, z_seed, box)
+        ref_mask = reference_loop(eager, images, z_range, z_seed, box)
         theirs.append(time.perf_counter() - t)
         t = time.perf_counter()
         result = promptseg.segment(volume, [prompt], model)
@@ -123,6 +129,7 @@ def measure_propagation(repeats: int) -> dict:
         "shape": volume.shape,
         "z_seed": z_seed,
         "runtime": model.encoder.name,
+        "precision": getattr(model.encoder, "precision", "fp32"),
         "setup_s": setup,
         "z_range": z_range,
         "our_slices": our_slices,
@@ -300,10 +307,64 @@ def render_training(training: dict) -> list[str]:
     ]
 
 
-def render(info: dict, prop: dict, encoders: list[dict], training: dict, command: str) -> str:
+def render_precision(report: dict, auto: dict, encoders: dict, runs: dict) -> list[str]:
+    lines = ["## Encoder precision on this CPU", "",
+             f"Runs natively here: {', '.join(report['native']) or 'fp32 only'}. "
+             f"`precision=\"auto\"` chose **{auto['precision']}** on {auto['runtime']}: {auto['reason']}.", "",
+             "| encoder | seconds (median) | vs eager | gate: mean / min Dice vs fp32 (9 lesion slices) |",
+             "|---|---|---|---|"]
+    for name, row in encoders.items():
+        lines.append(f"| {name} | {row['median_s']:.3f} | {_ratio(row['ratio_to_eager'])} | "
+                     f"{row['gate_mean_dice']:.4f} / {row['gate_min_dice']:.4f} |")
+    lines += ["", "Whole 3D runs per bundled case (promptseg at each precision vs the eager reference on the same "
+              "slices; agreement = 3D Dice with promptseg's own fp32 mask):", "",
+              "| case | reference (s) | " + " | ".join(f"{p}: ratio, agreement" for p in PRECISIONS) + " |",
+              "|---|---|" + "---|" * len(PRECISIONS)]
+    for case, row in runs.items():
+        cells = [f"{_ratio(row[p]['ratio'])}, {row[p]['agreement_vs_fp32']:.4f}" for p in PRECISIONS]
+        shape = " x ".join(str(v) for v in reversed(row["shape"]))
+        lines.append(f"| {case} ({shape}) | {row['reference_s']:.2f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def render_decoder(decoder: dict) -> list[str]:
+    return ["## Re-prompt latency (prompt encoder + mask decoder + up-sampling, a box on an embedded slice)", "",
+            "| decoder | p50 (ms) | p95 (ms) | calls |", "|---|---|---|---|",
+            f"| exported (OpenVINO fp32) | {decoder['exported']['p50_s'] * 1000:.0f} | "
+            f"{decoder['exported']['p95_s'] * 1000:.0f} | {decoder['exported']['calls']} |",
+            f"| eager PyTorch | {decoder['eager']['p50_s'] * 1000:.0f} | {decoder['eager']['p95_s'] * 1000:.0f} | "
+            f"{decoder['eager']['calls']} |", "",
+            f"Masks identical between the two: {decoder['identical_masks']} slices. Load average "
+            f"{decoder['load_average'][0]:.1f}.", ""]
+
+
+def render_start(start: dict, large: dict) -> list[str]:
+    warm, cold, torch_only = start["warm_auto"], start["cold_fp32"], start["import_torch"]
+    return ["## Start-up and memory", "", "| run | wall (s) | peak RSS (MB) |", "|---|---|---|",
+            f"| `promptseg segment` 2D box on the breast MR, warm caches (median) | {warm['wall_s']:.2f} | "
+            f"{warm['peak_rss_mb']:.0f} |",
+            f"| the same with an empty cache (export + compile, fp32) | {cold['wall_s']:.2f} | {cold['peak_rss_mb']:.0f} |",
+            f"| `python -c \"import torch\"` alone (median) | {torch_only['wall_s']:.2f} | {torch_only['peak_rss_mb']:.0f} |",
+            f"| `promptseg segment` 3D, 512 x 512 x 300 CT ({large['volume_mb']:.0f} MB), warm | {large['wall_s']:.2f} | "
+            f"{large['peak_rss_mb']:.0f} |", ""]
+
+
+def render_busy(busy: dict) -> list[str]:
+    lines = ["## Busy host: encoder seconds with a second process burning one core", "",
+             "| threads | engine | as is (s) | one core burned (s) | slow-down |", "|---|---|---|---|---|"]
+    for key, engines in busy.items():
+        if not key.startswith("threads="):
+            continue
+        for name, row in engines.items():
+            lines.append(f"| {key.split('=')[1]} | {name} | {row['as_is_s']:.3f} | {row['burner_s']:.3f} | "
+                         f"{row['slowdown']:.2f}x |")
+    return lines + [""]
+
+
+def render(info: dict, prop: dict, encoders: list[dict], training: dict, command: str, extra: Sequence[str] = ()) -> str:
     """The generated part of docs/benchmarks.md (everything above the notes)."""
     lines = (render_machine(info, command) + render_propagation(prop, encoders) + render_encoders(encoders)
-             + render_training(training))
+             + render_training(training) + list(extra))
     return "\n".join(lines) + "\n"
 
 
@@ -321,6 +382,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="docs/benchmarks.md")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the propagation (default 3)")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per variant (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="only propagation, encoders and training (skip precision, decoder, start-up, busy host, viewer)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     info = machine()
@@ -334,10 +397,27 @@ def main(argv=None) -> int:
         print(f"encoder {r['runtime']}: {r['seconds']:.3f} s, max diff {r['max_abs_diff']:.1e}")
     training = measure_training(args.epochs)
     print(f"training: {training['speedup']:.1f}x samples/s with cached embeddings")
+    extra: list[str] = []
+    if not args.quick:
+        from busy_host import measure_busy_host
+        from decoder import measure_decoder
+        from precision import cpu_report, measure_auto, measure_encoder_precisions, measure_whole_runs
+        from startup import measure_large_ct, measure_start
+        from viewer_latency import markdown as viewer_markdown
+        from viewer_latency import measure as measure_viewer
+
+        extra += render_precision(cpu_report(), measure_auto(), measure_encoder_precisions(5),
+                                  measure_whole_runs(args.repeats))
+        print("precision: measured")
+        extra += render_decoder(measure_decoder(20))
+        extra += render_start(measure_start(args.repeats), measure_large_ct())
+        extra += render_busy(measure_busy_host(args.repeats))
+        extra += viewer_markdown(measure_viewer(100), 100).splitlines() + [""]
+        print("decoder, start-up, busy host, viewer: measured")
     command = "make bench" if os.environ.get("MAKELEVEL") else "python " + " ".join(sys.argv)
     out = Path(args.output)
     notes = kept_notes(out)
-    text = render(info, prop, encoders, training, command) + ("\n" + notes if notes else "")
+    text = render(info, prop, encoders, training, command, extra) + ("\n" + notes if notes else "")
     with atomic_path(out) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     print(f"wrote {out}" + (" (notes from earlier runs kept)" if notes else ""))

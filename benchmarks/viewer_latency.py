@@ -102,7 +102,8 @@ def measure(repeats: int) -> dict:
     from fastapi.testclient import TestClient
 
     model = promptseg.build_segmenter("litemedsam")  # as promptseg serve builds it
-    results: dict = {"decoder": model.decoder[0], "encoder": model.encoder.name if hasattr(model.encoder, "name") else str(model.encoder)}
+    results: dict = {"decoder": "exported box decoder (OpenVINO)" if model.box_decoder is not None else "eager PyTorch",
+                     "encoder": model.encoder.name}
     with tempfile.TemporaryDirectory(prefix="promptseg-bench-") as folder:
         data = Path(folder)
         ct = Path(DEMO_IMAGE).name

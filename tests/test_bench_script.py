@@ -69,3 +69,27 @@ def test_notes_from_earlier_runs_are_kept_as_they_are(tmp_path):
     out.write_text("# Benchmarks\n\nold numbers 1.50x\n\n" + notes, encoding="utf-8")
     assert bench.kept_notes(out) == notes
     assert bench.kept_notes(tmp_path / "missing.md") == ""
+
+
+def test_precision_decoder_start_and_busy_sections_show_their_records():
+    report = {"native": ["fp32", "bf16"]}
+    auto = {"precision": "fp32", "runtime": "openvino", "reason": "bf16 failed the gate (mean Dice 0.9793 < 0.98)"}
+    encoders = {"eager": {"median_s": 8.82, "ratio_to_eager": 1.0, "gate_mean_dice": 1.0, "gate_min_dice": 1.0},
+                "bf16": {"median_s": 1.33, "ratio_to_eager": 6.63, "gate_mean_dice": 0.9793, "gate_min_dice": 0.9167}}
+    runs = {"lung1": {"shape": (48, 512, 512), "reference_s": 49.5,
+                      **{p: {"ratio": 2.11, "agreement_vs_fp32": 0.9858} for p in bench.PRECISIONS}}}
+    text = "\n".join(bench.render_precision(report, auto, encoders, runs))
+    assert "chose **fp32** on openvino: bf16 failed the gate (mean Dice 0.9793 < 0.98)" in text
+    assert "| bf16 | 1.330 | 6.63x | 0.9793 / 0.9167 |" in text
+    assert "| lung1 (512 x 512 x 48) | 49.50 | 2.11x, 0.9858 |" in text
+    decoder = {"exported": {"p50_s": 0.174, "p95_s": 0.266, "calls": 180},
+               "eager": {"p50_s": 0.736, "p95_s": 1.665, "calls": 180}, "identical_masks": "9/9",
+               "load_average": (3.5, 3.0, 2.0)}
+    text = "\n".join(bench.render_decoder(decoder))
+    assert "| exported (OpenVINO fp32) | 174 | 266 | 180 |" in text and "9/9 slices" in text
+    start = {"warm_auto": {"wall_s": 5.3, "peak_rss_mb": 1270}, "cold_fp32": {"wall_s": 29.1, "peak_rss_mb": 1890},
+             "import_torch": {"wall_s": 3.35, "peak_rss_mb": 900}}
+    text = "\n".join(bench.render_start(start, {"volume_mb": 150, "wall_s": 12.1, "peak_rss_mb": 1580}))
+    assert "warm caches (median) | 5.30 | 1270 |" in text and "(150 MB), warm | 12.10 | 1580 |" in text
+    busy = {"cores": 2, "threads=2": {"openvino-fp32": {"as_is_s": 0.632, "burner_s": 1.367, "slowdown": 2.16}}}
+    assert "| 2 | openvino-fp32 | 0.632 | 1.367 | 2.16x |" in "\n".join(bench.render_busy(busy))
