@@ -35,6 +35,12 @@ def run(args) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    if args.config and not args.resume:  # the run folder's config.yaml is rewritten: never the user's own file
+        from pathlib import Path
+
+        from ..io.guard import check_not_input
+
+        check_not_input(Path(cfg.logging.dir) / "config.yaml", [args.config])
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
         print(f"{result.epochs_run} epochs; best validation Dice {result.best_val_dice:.4f} (epoch {result.best_epoch})")

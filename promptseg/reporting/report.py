@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: figures folder inside the report folder
 FIGURES = "figures"
+#: what :func:`build_report` writes into its folder
+REPORT_FILES = ("report.md", "report.html", FIGURES)
 
 
 # --------------------------------------------------------------------------- reading runs

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ImageWriteError, PromptsegError
 from ..io.atomic import atomic_path
+from ..io.guard import check_output_folder
 from .config import TrainConfig
 from .embedding_cache import EmbeddingCache
 from .prepare import read_manifest
@@ -254,6 +255,10 @@ def _model_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+#: what :func:`train` writes into ``logging.dir`` (TensorBoard adds its ``events.out.tfevents.*`` files)
+TRAINING_RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "latest.pt", "ddp_ranks.json", "wandb")
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segmenter=None,
           stop_after_epoch: Optional[int] = None) -> TrainResult:
     """Fine-tune a model as ``cfg`` says. See the module docstring for the outputs.
@@ -271,7 +276,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     distributed = _init_distributed(device)
     is_main = rank == 0
     torch.manual_seed(cfg.train.seed)
-    run_dir = Path(cfg.logging.dir)
+    run_dir = check_output_folder(cfg.logging.dir, inputs=(cfg.data.prepared, cfg.data.split, cfg.model.checkpoint),
+                                  writes=TRAINING_RUN_FILES)
     latest = run_dir / "latest.pt"
     if resume and not latest.is_file():
         if not (run_dir / "config.yaml").is_file():
