@@ -510,7 +510,7 @@ def case_montage(image_path, label_path, prediction_path, path, title: Optional[
     rows, cols = crop_window(union, ())
     image = _CroppedSlices(NormalizedSlices.of(volume, modality, window), rows, cols)
     return save_overlay(path, image, prediction[:, rows, cols], slices=zs, reference=reference[:, rows, cols],
-                        crop=False, title=title)
+                        crop=False, title=title, direction=volume.direction)
 
 
 # --------------------------------------------------------------------------- dataset overview

@@ -1,0 +1,172 @@
+"""What a new user hit on the bundled scans (issue 10, items 3-8), each checked on real outputs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import promptseg
+from promptseg.cli import main
+from promptseg.prompts import fit_to_image, make_object
+from promptseg.reporting.orientation import DisplayOrientation
+from promptseg.volume import Volume
+
+from datafiles import CT_SLICE, image
+from fakes import ThresholdSegmenter
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    import promptseg.models
+
+    monkeypatch.setattr(promptseg.models, "build_segmenter", lambda *a, **k: ThresholdSegmenter())
+
+
+def bright_square(tmp_path, name="sq.nii.gz", shape=(5, 40, 60)):
+    """A 60 x 40 x 5 volume, a bright square at columns 40..59 (to the right edge), rows 10..29, slices 1..3."""
+    array = np.full(shape, 20, np.int16)
+    array[1:4, 10:30, 40:60] = 1000
+    path = tmp_path / name
+    promptseg.save_volume(Volume(array, spacing=(1.0, 1.0, 2.0)), path)
+    return path
+
+
+# ---------------------------------------------------------------- item 3: negative values, the image edge
+def test_a_negative_box_value_parses_and_is_judged_against_the_image(tmp_path, capsys, fake_model):
+    scan = bright_square(tmp_path)
+    assert main(["segment", str(scan), "-o", str(tmp_path / "m.nii.gz"), "--box", "-5,10,50,29", "--slice", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "promptseg: error: object 1: box -5,10,50,29 on slice 2 is outside the image (x 0..59, y 0..39)\n"
+    assert main(["segment", str(scan), "-o", str(tmp_path / "m.nii.gz"), "--point", "-3,4", "--slice", "2"]) == 2
+    assert "point -3,4 on slice 2 is outside the image" in capsys.readouterr().err
+
+
+def test_a_box_to_the_edge_is_clipped_with_a_note(tmp_path, capsys, fake_model):
+    scan = bright_square(tmp_path)
+    out = tmp_path / "m.nii.gz"
+    assert main(["segment", str(scan), "-o", str(out), "--box", "38,8,60,31", "--slice", "2", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "note: object 1: box 38,8,60,31 on slice 2 reaches past the image's edge; clipped to 38,8,59,31 " \
+           "(x 0..59, y 0..39)" in captured.err
+    mask = promptseg.load_labels(out).array
+    assert mask.sum() == 3 * 20 * 20 and mask[1:4, 10:30, 40:60].all()  # the square to the last column
+    prompt, notes = fit_to_image(make_object(slice=2, box=(-1, 0, 59, 40)), (5, 40, 60))
+    assert prompt.slices[2].box == (0.0, 0.0, 59.0, 39.0) and len(notes) == 1
+    far = make_object(slice=2, box=(0, 0, 61, 39))
+    assert fit_to_image(far, (5, 40, 60)) == (far, [])  # two voxels out: left for validate to refuse
+
+
+def test_attach_negative_values_only_joins_option_values():
+    from promptseg.cli import attach_negative_values, build_parser
+
+    parser = build_parser()
+    assert attach_negative_values(["segment", "a.nii", "--box", "-5,64,29,75", "--window", "-600,1500", "-o", "o.nii"],
+                                  parser) == ["segment", "a.nii", "--box=-5,64,29,75", "--window=-600,1500", "-o", "o.nii"]
+    assert attach_negative_values(["segment", "--2d", "-x"], parser) == ["segment", "--2d", "-x"]
+
+
+# ---------------------------------------------------------------- item 4: one DICOM slice
+def test_a_single_dicom_slice_takes_its_slice_thickness(tmp_path):
+    import pydicom
+
+    assert float(pydicom.dcmread(CT_SLICE, stop_before_pixels=True).SliceThickness) == 3.0
+    volume = promptseg.load_volume(CT_SLICE)
+    assert volume.shape[0] == 1 and volume.spacing[2] == pytest.approx(3.0)
+    assert volume.voxel_volume_ml == pytest.approx(1.074219 ** 2 * 3 / 1000, rel=1e-5)
+    assert promptseg.load_volume(CT_SLICE.parent).spacing[2] == pytest.approx(3.0)  # the folder holding it too
+
+
+# ---------------------------------------------------------------- item 5: display orientation, lines
+def test_display_orientation_follows_the_direction():
+    assert DisplayOrientation.of(np.eye(3)).is_identity  # LPS axial: as stored
+    las = DisplayOrientation.of(np.diag([1.0, -1.0, 1.0]))  # brain2: rows run towards anterior
+    assert (las.transpose, las.flip_rows, las.flip_cols) == (False, True, False)
+    assert (las.left, las.right, las.top, las.bottom) == ("R", "L", "A", "P")
+    ras = DisplayOrientation.of(np.diag([-1.0, -1.0, 1.0]))  # NIfTI RAS+ axial
+    assert (ras.flip_rows, ras.flip_cols) == (True, True) and (ras.left, ras.top) == ("R", "A")
+    swapped = DisplayOrientation.of(np.array([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]]))  # columns run along P
+    assert swapped.transpose and (swapped.left, swapped.top) == ("R", "A")
+    coronal = DisplayOrientation.of(np.array([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]]))  # rows run towards S
+    assert coronal.flip_rows and (coronal.top, coronal.bottom) == ("S", "I")
+    sagittal = DisplayOrientation.of(np.array([[0.0, 0, 1], [1, 0, 0], [0, -1, 0]]))  # cols P, rows I
+    assert not sagittal.transpose and (sagittal.left, sagittal.right, sagittal.top) == ("A", "P", "S")
+    assert las.point(3, 0, (10, 20)) == (3, 9) and las.box((1, 2, 5, 6), (10, 20)) == (1, 3, 5, 7)
+    assert np.array_equal(las.image(np.arange(6).reshape(2, 3)), [[3, 4, 5], [0, 1, 2]])
+
+
+def _red_rows(png):
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
+    return np.nonzero(red.any(axis=1))[0]
+
+
+def test_overlay_is_drawn_in_radiological_orientation(tmp_path):
+    from promptseg.reporting.overlay import save_overlay
+
+    image_ = np.full((1, 40, 40), 60, np.uint8)
+    labels = np.zeros((1, 40, 40), np.uint8)
+    labels[0, 2:8, 15:25] = 1  # near row 0 of the array
+    stored = save_overlay(tmp_path / "a.png", image_, labels, crop=False)
+    flipped = save_overlay(tmp_path / "b.png", image_, labels, crop=False, direction=np.diag([1.0, -1.0, 1.0]))
+    top, bottom = _red_rows(stored), _red_rows(flipped)
+    assert top.size and bottom.size
+    assert top.mean() < bottom.mean() - 100  # the label moved from the top of the picture to its bottom
+
+
+def test_a_line_prompt_is_kept_and_drawn_as_a_line(tmp_path):
+    from PIL import Image
+
+    from promptseg.prompts import prompt_to_dict
+    from promptseg.reporting.overlay import save_overlay
+
+    line = make_object(slice=0, line=(10, 20, 30, 20), image_shape=(40, 40))
+    assert line.slices[0].line == (10.0, 20.0, 30.0, 20.0) and line.slices[0].box == (10.0, 10.0, 30.0, 30.0)
+    assert prompt_to_dict(line) == {"label": 1, "slice": 0, "line": [10.0, 20.0, 30.0, 20.0]}
+    image_ = np.zeros((1, 40, 40), np.uint8)
+    labels = np.zeros((1, 40, 40), np.uint8)
+    boxed = make_object(slice=0, box=(10, 10, 30, 30))
+    pictures = {}
+    for name, prompt in (("line", line), ("box", boxed)):
+        path = save_overlay(tmp_path / f"{name}.png", image_, labels, [prompt], crop=False)
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        pictures[name] = (rgb[..., 0] > 150) & (rgb[..., 1] < 120)  # the label colour (red) drawn
+    rows = lambda mask: np.nonzero(mask.any(axis=1))[0]  # noqa: E731
+    assert rows(pictures["line"]).size < 12  # one horizontal stroke
+    assert rows(pictures["box"]).size > 3 * rows(pictures["line"]).size  # a rectangle's two sides span the box
+
+
+# ---------------------------------------------------------------- item 6: -v, --version, ITK messages
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "promptseg.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == f"promptseg {promptseg.__version__}\n"
+
+
+def test_verbose_names_runtime_precision_intensity_and_model(tmp_path, capsys, caplog, fake_model):
+    import logging
+
+    scan = bright_square(tmp_path)
+    with caplog.at_level(logging.INFO, logger="promptseg"):
+        assert main(["-v", "segment", str(scan), "-o", str(tmp_path / "m.nii.gz"), "--box", "38,8,59,31",
+                     "--slice", "2", "--no-progress"]) == 0
+    text = caplog.text
+    assert "intensity: MR (guessed from intensities), percentiles of voxels > 0 -> [20, 1000] to 0-255" in text
+    assert "model: threshold (weights sha256 none, device cpu), encoder runtime none, precision none" in text
+    assert "prompt: object 1: box 38,8,59,31 on slice 2" in text
+
+
+def test_a_folder_of_nifti_files_is_one_line(tmp_path):
+    folder = tmp_path / "niis"
+    folder.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        bright_square(folder, name)
+    out = subprocess.run([sys.executable, "-m", "promptseg.cli", "segment", str(folder), "-o",
+                          str(tmp_path / "m.nii.gz"), "--box", "1,1,5,5", "--slice", "2"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr == (f"promptseg: error: {folder}: no DICOM series in this folder, but 2 image file(s) "
+                          "(a.nii.gz, b.nii.gz): give one file, or segment each with a batch run "
+                          "(promptseg segment -i FOLDER -o OUT_FOLDER)\n")
