@@ -170,3 +170,98 @@ def test_a_folder_of_nifti_files_is_one_line(tmp_path):
     assert out.stderr == (f"promptseg: error: {folder}: no DICOM series in this folder, but 2 image file(s) "
                           "(a.nii.gz, b.nii.gz): give one file, or segment each with a batch run "
                           "(promptseg segment -i FOLDER -o OUT_FOLDER)\n")
+
+
+# ---------------------------------------------------------------- item 7: a meaningful fine-tuning quick-start
+def test_the_quickstart_trains_on_two_cases_and_validates_on_a_third():
+    from pathlib import Path
+
+    from promptseg.datasets.splits import read_split
+    from promptseg.training.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "examples" / "configs" / "quickstart.yaml")
+    sets = read_split(cfg.data.split)
+    assert sorted(sets["train"]) == ["brain2", "breast1"] and sets["val"] == ["lung1"]
+    assert not set(sets["train"]) & set(sets["val"])
+    readme = (repo / "README.md").read_text()
+    assert "lung1" in sets["val"] and "promptseg/data/lung1_image.nrrd" in readme.split("## Fine-tune on your data")[1]
+
+
+def test_train_summary_says_before_and_after_and_warns_when_worse():
+    from pathlib import Path
+
+    from promptseg.cli.train import summary_lines
+    from promptseg.training.loop import TrainResult
+
+    better = TrainResult(Path("r"), 0.899, 1, 3, train_samples=6, start_val_dice=0.8008)
+    assert summary_lines(better) == [
+        "3 epoch(s) trained on 6 samples per epoch",
+        "validation Dice (cases not trained on): 0.8008 with the starting weights, 0.8990 after fine-tuning "
+        "(best.pt: epoch 2 of 3)"]
+    worse = TrainResult(Path("r"), 0.70, 0, 3, train_samples=6, start_val_dice=0.80)
+    assert summary_lines(worse)[-1].startswith("warning: fine-tuning did not beat the starting weights")
+    unvalidated = TrainResult(Path("r"), -1.0, 2, 3, train_samples=6)
+    assert summary_lines(unvalidated)[-1] == "no validation cases: best.pt is the last epoch's weights"
+
+
+# ---------------------------------------------------------------- item 8: report figures
+def test_log_axis_labels_are_plain_and_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from promptseg.reporting.figures import _plain_log_ticks
+
+    for low, high in ((0.15, 1.8), (0.003, 4000.0)):
+        fig, ax = plt.subplots(figsize=(4.4, 3))
+        ax.set_xscale("log")
+        ax.set_xlim(low, high)
+        _plain_log_ticks(ax.xaxis)
+        fig.canvas.draw()
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+        assert 2 <= len(labels) <= 7 and not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
+        assert all("$" not in t.get_text() for t in labels)  # 0.5, 1, 2 -- not mathtext powers of ten
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+        plt.close(fig)
+
+
+def test_the_heatmap_has_one_column_per_model():
+    from pathlib import Path
+
+    from promptseg.reporting.report import Run, heatmap_rows
+
+    def run(name, settings, sweep=None):
+        rows = [{"case": f"c{i}", "label": 1, "dice": 0.5 + 0.1 * i, "setting": s, "config": "litemedsam"}
+                for s in settings for i in range(3)]
+        return Run(Path(name), {"dataset": "radiomics", "model": "litemedsam", "sweep": sweep}, rows, id=name)
+
+    plain = run("plain", [""])
+    sweep = run("jitter", ["jitter_px=0", "jitter_px=10"], {"param": "jitter_px", "values": [0, 10]})
+    assert {r["model_column"] for r in heatmap_rows([plain, sweep])} == {"litemedsam"}
+    assert len(heatmap_rows([plain, sweep])) == 3
+    alone = heatmap_rows([sweep])
+    assert {r["model_column"] for r in alone} == {"litemedsam (best: jitter_px=0)"} and len(alone) == 3
+
+
+def test_montages_are_ranked_not_best_when_cases_are_few(tmp_path):
+    """3 cases and --best-worst 3: no case is called best or worst (issue 10, item 8)."""
+    import csv as csv_module
+
+    from promptseg.reporting.report import build_report
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"dataset": "d", "model": "m", "finished": True, "cases": []}))
+    with open(folder / "metrics.csv", "w", newline="") as handle:
+        writer = csv_module.DictWriter(handle, fieldnames=["dataset", "model", "case", "label", "setting", "dice"])
+        writer.writeheader()
+        for i, dice in enumerate((0.9, 0.5, 0.7)):
+            writer.writerow({"dataset": "d", "model": "m", "case": f"c{i}", "label": 1, "setting": "", "dice": dice})
+    text = build_report([folder], tmp_path / "report", best_worst=3).read_text()
+    section = text.split("## Best and worst cases")[1]
+    assert "| rank by Dice | case |" in section and "| best |" not in section and "| worst |" not in section
+    assert [line.split(" | ")[1] for line in section.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")
+            or line.startswith("| 3 ")] == ["c0", "c2", "c1"]

@@ -197,6 +197,8 @@ def test_early_stopping_ends_when_validation_stops_improving(heldout):
                    progress=False, segmenter=_fresh())
     assert result.epochs_run == 3 and result.best_epoch == 0
     assert len(set(round(h["val_dice"], 6) for h in result.history)) == 1
+    assert round(result.start_val_dice, 6) == round(result.history[0]["val_dice"], 6)  # the baseline, before training
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]  # as the progress bars count
 
 
 def test_wandb_offline_logging(heldout):

@@ -343,6 +343,11 @@ def run_batch(args) -> int:
     if masks_dir and args.labels:
         labels = _source(args).labels
         cases = [replace(case, labels=labels) for case in cases]
+    unprompted = [case.case_id for case in cases if case.prompt_file is None and case.label_map is None]
+    if base.empty and unprompted:
+        raise PromptError(f"no prompt for case {unprompted[0]}: give --box, --point, --line, --box3d, --key-box, "
+                          "--prompts (a file or a folder of <case>.json) or --prompt-from (a file or a folder), "
+                          "or prompts / prompt_mask columns in the manifest")
     check_device_name(args.device)
     memory_options, rule = _settings(args)
     settings = BatchSettings(

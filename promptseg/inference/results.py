@@ -99,9 +99,11 @@ class SegmentationResult:
         obj = next((o for o in self.objects if o.prompt.label == label), None)
         if obj is None:
             raise KeyError(f"no object with label {label}")
+        from scipy.special import expit  # the logistic function without overflow for large logits
+
         out = np.zeros(self.labels.shape, dtype=np.float32)
         for z, logits in obj.logits.items():
-            out[z] = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+            out[z] = expit(logits.astype(np.float32))
         return out
 
     def probability_paths(self, path: str | Path) -> list[Path]:

@@ -35,8 +35,18 @@ class PromptSource:
     label_map: Optional[str] = None
     labels: Optional[tuple[int, ...]] = None
 
+    @property
+    def typed(self) -> bool:
+        """Prompt options were typed (a box, points, ...)."""
+        return any(v not in (None, (), [], "") for k, v in self.options.items() if k not in ("label", "name", "slice"))
+
+    @property
+    def empty(self) -> bool:
+        """No prompt at all."""
+        return not (self.typed or self.prompt_file or self.label_map)
+
     def __post_init__(self) -> None:
-        typed = any(v not in (None, (), [], "") for k, v in self.options.items() if k not in ("label", "name"))
+        typed = self.typed
         given = [what for what, present in (("--prompts", self.prompt_file), ("--prompt-from", self.label_map),
                                              ("--box/--point/--line/--box3d/--key-box", typed)) if present]
         if len(given) > 1:
