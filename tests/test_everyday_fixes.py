@@ -265,3 +265,35 @@ def test_montages_are_ranked_not_best_when_cases_are_few(tmp_path):
     assert "| rank by Dice | case |" in section and "| best |" not in section and "| worst |" not in section
     assert [line.split(" | ")[1] for line in section.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")
             or line.startswith("| 3 ")] == ["c0", "c2", "c1"]
+
+
+# ---------------------------------------------------------------- provenance and probabilities
+def test_every_output_carries_its_provenance_and_probabilities(tmp_path, capsys, fake_model):
+    from promptseg.stops import StopReason
+
+    scan = bright_square(tmp_path)
+    out, prob = tmp_path / "m.nrrd", tmp_path / "p.nii.gz"
+    argv = ["segment", str(scan), "-o", str(out), "--box", "38,8,59,31", "--slice", "2", "--no-progress",
+            "--probabilities", str(prob)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == [f"wrote {out}", f"wrote {prob}",
+                                                         f"wrote {tmp_path / 'm.provenance.json'}"]
+    doc = json.loads((tmp_path / "m.provenance.json").read_text())
+    assert doc["promptseg"] == promptseg.__version__ and doc["command"].startswith("promptseg segment ")
+    assert doc["input"]["path"] == str(scan) and len(doc["input"]["sha256"]) == 64
+    assert doc["input"]["spacing"] == [1.0, 1.0, 2.0] and doc["outputs"] == {"labels": str(out), "probabilities": [str(prob)]}
+    assert doc["model"]["name"] == "threshold" and doc["intensity"]["modality"] == "mr"
+    assert doc["settings"]["mode"] == "3d" and doc["settings"]["stop_rule"]["continuity_iou"] == 0.5
+    assert doc["prompts"] == [{"label": 1, "slice": 2, "box": [38.0, 8.0, 59.0, 31.0]}]
+    (obj,) = doc["objects"]
+    assert obj["slices"] == [1, 3] and obj["voxels"] == 3 * 20 * 20 and obj["volume_ml"] == pytest.approx(2.4)
+    assert {d: s["reason"] for d, s in obj["stops"].items()} == {"up": StopReason.EMPTY_MASK.name,
+                                                                 "down": StopReason.EMPTY_MASK.name}
+    assert obj["stops"]["up"]["text"] == "slice 4: empty mask (0 px)" and obj["stops"]["up"]["slice"] == 4
+    probabilities = promptseg.load_volume(prob)
+    mask = promptseg.load_labels(out).array
+    assert probabilities.array.dtype == np.float32 and probabilities.same_grid(promptseg.load_volume(scan))
+    assert ((probabilities.array > 0.5) == (mask == 1)).all() and 0 <= probabilities.array.min() <= probabilities.array.max() <= 1
+    assert main(["segment", str(scan), "-o", str(tmp_path / "x.nii.gz"), "--box", "38,8,59,31", "--slice", "2",
+                 "--probabilities", str(tmp_path / "x.png")]) == 2
+    assert "probabilities are float32 images; name them .nii.gz / .nii / .nrrd / .mha / .mhd" in capsys.readouterr().err

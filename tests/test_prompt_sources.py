@@ -168,3 +168,23 @@ def test_segment_prompt_from_a_mask_on_the_cli(tmp_path, capsys, monkeypatch):
 def test_prompt_source_refuses_labels_without_a_map():
     with pytest.raises(PromptError, match="--labels chooses labels of --prompt-from LABELS"):
         PromptSource(labels=(1,))
+
+
+def test_the_readme_example_prompt_files_are_the_lung1_box():
+    """examples/prompts/*: the README's box 206,347,229,368 on slice 33 of lung1, as a Slicer ROI and in RAS mm;
+    examples/batch/radiomics.csv reads as three cases."""
+    from pathlib import Path
+
+    from promptseg.batch import load_cases
+
+    from datafiles import REPO, image
+
+    volume = promptseg.load_volume(image("lung1"))
+    (roi,), notes = load_prompts(REPO / "examples" / "prompts" / "lung1_tumour.mrk.json", volume)
+    assert notes == [] and roi.slices[33].box == (206.0, 347.0, 229.0, 368.0) and roi.z_range == (32, 34)
+    (box,), _ = load_prompts(REPO / "examples" / "prompts" / "lung1_tumour_ras.json", volume)
+    assert list(box.slices) == [33] and np.allclose(box.slices[33].box, (206, 347, 229, 368), atol=0.01)
+    cases = load_cases(REPO / "examples" / "batch" / "radiomics.csv", Path("out"))
+    assert [(c.case_id, c.prompt_file is not None, c.label_map is not None) for c in cases] == \
+           [("lung1", True, False), ("brain2", False, True), ("breast1", False, True)]
+    assert all(c.image.is_file() for c in cases)

@@ -72,7 +72,9 @@ def attach_negative_values(argv: Sequence[str], parser: argparse.ArgumentParser)
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv), parser))
+    raw = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = parser.parse_args(attach_negative_values(raw, parser))
+    args.command_line = raw
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 
 from .common import add_intensity_args, add_model_args, load_image
@@ -281,7 +282,7 @@ def run_single(args) -> int:
         check_distinct(args.output, sidecar, args.overlay, *paths)
         for path in paths:
             _check_probability_path(path, inputs)
-    extra = {"command": "promptseg " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+    extra = {"command": shlex.join(["promptseg", *getattr(args, "command_line", [])]),
              "prompt_source": f"RTSTRUCT ROI matching {args.prompt_roi!r}" if roi else source.description,
              "notes": notes}
     if args.format:

@@ -223,6 +223,10 @@ def write_markups_roi(path, volume: Volume, box3d, name: Optional[str] = "ROI", 
     if check_space(space) == "RAS":
         flip = np.diag([-1.0, -1.0, 1.0])
         center, axes = flip @ center, flip @ axes
+    for k in range(3):  # each axis pointing along its dominant positive direction, as Slicer draws boxes
+        if axes[int(np.argmax(np.abs(axes[:, k]))), k] < 0:
+            axes[:, k] = -axes[:, k]
+    center, axes, size = np.round(center, 6), np.round(axes, 9) + 0.0, np.round(size, 6)
     doc = {
         "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/"
                    "Schema/markups-schema-v1.0.3.json#",
