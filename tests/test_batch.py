@@ -68,7 +68,7 @@ def test_a_folder_batch_records_failures_and_goes_on(tmp_path, capsys, fake_mode
         expected = np.zeros_like(mask)
         expected[z - 1 : z + 2, y : y + 8, x : x + 10] = 1
         assert np.array_equal(mask, expected), name
-        sidecar = json.loads((out / f"{name}.provenance.json").read_text())
+        sidecar = json.loads((out / f"{name}.provenance.json").read_text(encoding="utf-8"))
         assert sidecar["batch"]["case"] == name and sidecar["objects"][0]["voxels"] == 240
         assert int(rows[name]["voxels"]) == 240 and rows[name]["objects"] == "1"
     # run again: finished cases are skipped, the failed one is tried again
@@ -166,7 +166,7 @@ def test_a_manifest_with_masks_labels_and_outputs(tmp_path, fake_model, capsys):
         probabilities = promptseg.load_volume(out / name / "labels_probabilities.nrrd")
         assert probabilities.array.dtype == np.float32 and probabilities.shape == mask.shape
         assert ((probabilities.array > 0.5) == (mask == 2)).all()
-        assert json.loads((out / name / "labels.provenance.json").read_text())["outputs"]["probabilities"] == \
+        assert json.loads((out / name / "labels.provenance.json").read_text(encoding="utf-8"))["outputs"]["probabilities"] == \
             [str(out / name / "labels_probabilities.nrrd")]
 
 

@@ -184,7 +184,7 @@ def test_the_quickstart_trains_on_two_cases_and_validates_on_a_third():
     sets = read_split(cfg.data.split)
     assert sorted(sets["train"]) == ["brain2", "breast1"] and sets["val"] == ["lung1"]
     assert not set(sets["train"]) & set(sets["val"])
-    readme = (repo / "README.md").read_text()
+    readme = (repo / "README.md").read_text(encoding="utf-8")
     assert "lung1" in sets["val"] and "promptseg/data/lung1_image.nrrd" in readme.split("## Fine-tune on your data")[1]
 
 
@@ -260,7 +260,7 @@ def test_montages_are_ranked_not_best_when_cases_are_few(tmp_path):
         writer.writeheader()
         for i, dice in enumerate((0.9, 0.5, 0.7)):
             writer.writerow({"dataset": "d", "model": "m", "case": f"c{i}", "label": 1, "setting": "", "dice": dice})
-    text = build_report([folder], tmp_path / "report", best_worst=3).read_text()
+    text = build_report([folder], tmp_path / "report", best_worst=3).read_text(encoding="utf-8")
     section = text.split("## Best and worst cases")[1]
     assert "| rank by Dice | case |" in section and "| best |" not in section and "| worst |" not in section
     assert [line.split(" | ")[1] for line in section.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")
@@ -278,7 +278,7 @@ def test_every_output_carries_its_provenance_and_probabilities(tmp_path, capsys,
     assert main(argv) == 0
     assert capsys.readouterr().out.splitlines()[-3:] == [f"wrote {out}", f"wrote {prob}",
                                                          f"wrote {tmp_path / 'm.provenance.json'}"]
-    doc = json.loads((tmp_path / "m.provenance.json").read_text())
+    doc = json.loads((tmp_path / "m.provenance.json").read_text(encoding="utf-8"))
     assert doc["promptseg"] == promptseg.__version__ and doc["command"].startswith("promptseg segment ")
     assert doc["input"]["path"] == str(scan) and len(doc["input"]["sha256"]) == 64
     assert doc["input"]["spacing"] == [1.0, 1.0, 2.0] and doc["outputs"] == {"labels": str(out), "probabilities": [str(prob)]}

@@ -49,6 +49,7 @@ def work(tmp_path, monkeypatch):
 
     Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))).save(tmp_path / "xray.png")
     (tmp_path / "prompts.json").write_text('{"objects": [{"slice": 3, "box": [1, 1, 5, 5]}]}')
+    (tmp_path / "prompts.provenance.json").write_text('{"objects": [{"slice": 3, "box": [1, 1, 5, 5]}]}')
     (tmp_path / "ckpt.pth").write_bytes(b"not really weights")
     (tmp_path / "weights.nii.gz").write_bytes(b"weights with an odd name")
     (tmp_path / "runs" / "a").mkdir(parents=True)
@@ -78,6 +79,14 @@ REFUSED = {
     "segment -o in the prompt's folder": (["segment", "breast1_image.nrrd", "--prompts", "prompts.json",
                                            "-o", "preds/new.nii.gz", "--reference", "preds"],
                                           "cannot write preds/new.nii.gz: it is inside the input folder preds"),
+    "segment -o m.txt (item 2: the format, before the model)": (SEG + ["-o", "m.txt"],
+                                                                "cannot write m.txt: unknown output format '.txt'"),
+    "segment --probabilities on the image": (SEG + ["-o", "m.nii.gz", "--probabilities", "breast1_image.nrrd"],
+                                             "cannot write breast1_image.nrrd: it is an input of this run"),
+    "segment sidecar over the prompt file": (["segment", "breast1_image.nrrd", "--prompts", "prompts.provenance.json",
+                                              "-o", "prompts.nii.gz"], "it is an input of this run"),
+    "auto -o m.txt": (["auto", "brain2_image.nrrd", "-o", "m.txt", "--slice", "3", "--checkpoint", "ckpt.pth"],
+                      "cannot write m.txt: unknown output format '.txt'"),
     "auto -o image": (["auto", "brain2_image.nrrd", "-o", "brain2_image.nrrd", "--slice", "3", "--checkpoint",
                        "ckpt.pth"], "cannot write brain2_image.nrrd: it is an input of this run"),
     "auto --summary checkpoint": (["auto", "brain2_image.nrrd", "-o", "a.nii.gz", "--slice", "3", "--checkpoint",

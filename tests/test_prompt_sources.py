@@ -49,12 +49,12 @@ def test_a_slicer_roi_on_an_oblique_volume_gives_the_ijk_box(tmp_path, oblique, 
 
 
 def test_an_roi_reaching_outside_is_clipped_with_a_note_and_one_outside_is_refused(tmp_path, oblique):
-    doc = json.loads(write_markups_roi(tmp_path / "r.mrk.json", oblique, (50, 40, 9, 70, 60, 14)).read_text())
+    doc = json.loads(write_markups_roi(tmp_path / "r.mrk.json", oblique, (50, 40, 9, 70, 60, 14)).read_text(encoding="utf-8"))
     objects, notes = parse_markups(doc, oblique)
     assert objects[0].slices[10].box == (50.0, 40.0, 63.0, 47.0) and objects[0].z_range == (9, 11)
     assert notes == ["markups: markups.0 (ROI 'ROI'): the ROI reaches outside the image; clipped to voxels "
                      "x 50..63, y 40..47, z 9..11"]
-    doc = json.loads(write_markups_roi(tmp_path / "r.mrk.json", oblique, (80, 60, 20, 90, 70, 22)).read_text())
+    doc = json.loads(write_markups_roi(tmp_path / "r.mrk.json", oblique, (80, 60, 20, 90, 70, 22)).read_text(encoding="utf-8"))
     with pytest.raises(PromptError, match="the ROI covers no voxel centre of the image"):
         parse_markups(doc, oblique)
 
@@ -156,7 +156,7 @@ def test_segment_prompt_from_a_mask_on_the_cli(tmp_path, capsys, monkeypatch):
     assert sorted(np.unique(refined).tolist()) == [0, 3] and (refined[array < 900] == 0).all()
     assert (refined[2] == 3).sum() == 6 * 12 and refined[2, 13:19, 21:33].all()  # the box on the largest slice
     assert [z for z in range(6) if refined[z].any()] == [1, 2, 3, 4]  # propagated from it
-    sidecar = json.loads((tmp_path / "refined.provenance.json").read_text())
+    sidecar = json.loads((tmp_path / "refined.provenance.json").read_text(encoding="utf-8"))
     assert sidecar["prompt_source"].startswith(f"label map {tmp_path / 'rough.nii.gz'} (a box on each label's largest")
     assert sidecar["prompts"] == [{"label": 3, "slice": 2, "box": [21.0, 13.0, 32.0, 18.0]}]
     assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--prompt-from", str(tmp_path / "rough.nii.gz"),

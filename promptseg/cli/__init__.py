@@ -76,6 +76,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(attach_negative_values(raw, parser))
     args.command_line = raw
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ..io.itk_log import route_itk_messages
+
+    route_itk_messages()  # ITK's warnings become log lines (shown with -v), never raw text before an error
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

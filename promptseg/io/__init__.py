@@ -14,7 +14,6 @@ Public API:
 """
 
 from .atomic import atomic_path, atomic_paths
-from .itk_log import route_itk_messages
 from .common import SUPPORTED_IMAGE_SUFFIXES, supported_formats_text
 from .dicom.series import list_dicom_series
 from .limits import read_budget, set_read_budget
@@ -26,8 +25,6 @@ from .writers import (
     save_mask,
     save_volume,
 )
-
-route_itk_messages()
 
 __all__ = [
     "SUPPORTED_IMAGE_SUFFIXES",

@@ -5,7 +5,8 @@ GDCMSeriesFileNames (0x55...): No Series were found`` straight to stderr, ahead 
 promptseg's one-line error. :func:`route_itk_messages` installs a SimpleITK logger
 (``SimpleITK.LoggerBase``, the library's hook for this) that logs the message part
 on the ``promptseg.itk`` logger: INFO for warnings (``promptseg -v`` shows them),
-DEBUG for the rest.
+DEBUG for the rest. The command line installs it; a program embedding promptseg
+may call it too (it replaces ITK's process-wide output).
 """
 
 from __future__ import annotations
