@@ -297,3 +297,19 @@ def test_every_output_carries_its_provenance_and_probabilities(tmp_path, capsys,
     assert main(["segment", str(scan), "-o", str(tmp_path / "x.nii.gz"), "--box", "38,8,59,31", "--slice", "2",
                  "--probabilities", str(tmp_path / "x.png")]) == 2
     assert "probabilities are float32 images; name them .nii.gz / .nii / .nrrd / .mha / .mhd" in capsys.readouterr().err
+
+
+def test_the_intensity_record_says_which_rule_ran():
+    from promptseg.inference.provenance import describe_intensity, intensity_record
+    from promptseg.intensity import intensity_mapping
+
+    ct = Volume(np.full((2, 8, 8), -1000, np.int16))
+    ct.array[0, :4] = 40
+    record = intensity_record(ct, mapping=intensity_mapping(ct))
+    assert record == {"modality": "ct", "modality_from": "guessed", "rule": "default CT window", "lower": -160.0,
+                      "upper": 240.0}
+    assert describe_intensity(record) == "CT (guessed from intensities), default CT window -> [-160, 240] to 0-255"
+    windowed = intensity_record(ct, window="lung", mapping=intensity_mapping(ct, window="lung"))
+    assert windowed["modality"] is None and windowed["rule"] == "window" and describe_intensity(windowed).startswith(
+        "modality not used, window L-600/W1500")
+    assert intensity_record(ct, modality="mr", mapping=intensity_mapping(ct, modality="mr"))["modality_from"] == "option"

@@ -72,23 +72,31 @@ def model_record(segmenter) -> dict:
 def intensity_record(volume: Volume, modality: Optional[str] = None, window=None,
                      mapping: Optional[IntensityMapping] = None) -> dict:
     """How intensities became the model's uint8: the modality rule used and where it came from, and the
-    window or percentile bounds."""
-    if modality not in (None, "auto"):
-        source = "option"
-    elif volume.modality:
-        source = "file"
-    else:
-        source = "guessed"
-    record: dict[str, Any] = {"modality": resolve_modality(volume, modality), "modality_from": source}
+    window or percentile bounds.
+
+    A guessed modality is read off ``mapping`` (the guess itself scans the whole volume); with an
+    explicit window and nothing saying the modality, ``modality`` is None (the window decides).
+    """
     resolved = resolve_window(window)
+    if modality not in (None, "auto") or volume.modality:
+        name, source = resolve_modality(volume, modality), ("option" if modality not in (None, "auto") else "file")
+    elif mapping is not None or resolved is not None:
+        source = "guessed"
+        if resolved is not None:
+            name = None
+        elif mapping.lower is None:
+            name = "other"
+        else:
+            name = "mr" if mapping.zero_nonpositive else "ct"
+    else:
+        name, source = resolve_modality(volume), "guessed"
+    record: dict[str, Any] = {"modality": name, "modality_from": source}
     if resolved is not None:
         record.update(rule="window", level=resolved[0], width=resolved[1])
     elif mapping is not None and mapping.lower is None:
         record.update(rule="uint8 as stored")
     elif mapping is not None:
-        rule = "percentiles of voxels > 0" if mapping.zero_nonpositive else "window"
-        if record["modality"] == "ct" and not mapping.zero_nonpositive:
-            rule = "default CT window"
+        rule = "percentiles of voxels > 0" if mapping.zero_nonpositive else "default CT window"
         record.update(rule=rule, lower=float(mapping.lower), upper=float(mapping.upper))
     return record
 
@@ -96,7 +104,10 @@ def intensity_record(volume: Volume, modality: Optional[str] = None, window=None
 def describe_intensity(record: dict) -> str:
     """One line for ``-v``: ``MR (guessed from intensities), percentiles of voxels > 0 -> [12, 3400]``."""
     where = {"file": "from the file", "guessed": "guessed from intensities", "option": "--modality"}
-    text = f"{record['modality'].upper()} ({where.get(record['modality_from'], record['modality_from'])})"
+    if record["modality"]:
+        text = f"{record['modality'].upper()} ({where.get(record['modality_from'], record['modality_from'])})"
+    else:
+        text = "modality not used"
     if "level" in record:
         text += f", window L{record['level']:g}/W{record['width']:g}"
     elif "lower" in record:
