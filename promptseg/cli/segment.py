@@ -75,10 +75,10 @@ def register(sub) -> None:
     seg = sub.add_parser(
         "segment",
         help="segment objects from box / point / line prompts (2D or 3D), one image or a batch",
-        description="Segment one or more objects. Prompts are voxel indices (or physical RAS/LPS mm in a prompt "
-        "file, or 3D Slicer markups, or a label map); the output label map has exactly the input's grid (spacing, "
-        "origin, direction), with a provenance sidecar next to it. With -i, segment every case of a folder or "
-        "manifest.",
+        description="Segment one or more objects. Prompts are voxel indices (or physical RAS/LPS mm in a prompt\n"
+        "file, or 3D Slicer markups, or a label map); the output label map has exactly the input's grid\n"
+        "(spacing, origin, direction), with a provenance sidecar next to it (<name>.provenance.json).\n"
+        "With -i, segment every case of a folder or manifest (resumable, sharded; examples below).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_SEGMENT + "\n" + EPILOG_DICOM,
     )
