@@ -123,7 +123,9 @@ def check_cases(cases: Sequence[BatchCase], settings: BatchSettings, extra_input
         ImageWriteError: one line naming the first bad output.
     """
     from ..errors import ImageWriteError
+    from ..inference.results import PROBABILITY_SUFFIXES
     from ..io import check_destination, check_output_path
+    from ..io.common import format_suffix
 
     inputs = [Path(p) for case in cases for p in case.inputs()] + [Path(p) for p in extra_inputs if p is not None]
     files = {p.resolve() for p in inputs}
@@ -134,6 +136,9 @@ def check_cases(cases: Sequence[BatchCase], settings: BatchSettings, extra_input
         written = images + [sidecar_path(case.output)]
         for path in images:
             check_output_path(path)
+        if settings.probabilities and format_suffix(case.output) not in PROBABILITY_SUFFIXES:
+            raise ImageWriteError(f"cannot write probabilities next to {case.output}: they are float32 images; "
+                                  f"write the label maps as {' / '.join(PROBABILITY_SUFFIXES)}")
         check_destination(written[-1])
         for path in written:
             target = path.resolve()

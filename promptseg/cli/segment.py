@@ -149,7 +149,6 @@ def register(sub) -> None:
     seg.set_defaults(func=run)
 
 
-PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 log = logging.getLogger(__name__)
 
 
@@ -181,6 +180,7 @@ def _settings(args):
 
 def _check_probability_path(path, inputs) -> None:
     from ..errors import ImageWriteError
+    from ..inference.results import PROBABILITY_SUFFIXES
     from ..io import check_output_path
 
     suffix = check_output_path(path, inputs=inputs)

@@ -15,6 +15,10 @@ from ..volume import Volume
 from .stop_rule import StopCheck
 
 
+#: formats the float32 probability maps can be written in
+PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
 @dataclass
 class ObjectResult:
     """What happened to one object.
