@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -82,8 +83,14 @@ def _world_object(obj: object, volume, space: str, where: str) -> dict:
     def corners(key: str, count: Optional[int] = 2):
         value = obj[key]
         rows = value if isinstance(value, list) else []
-        if (count is not None and len(rows) != count) or not all(isinstance(r, list) and len(r) in (3, 4) for r in rows):
-            raise PromptError(f"{where}: {key} needs {count or 'a list of'} [x, y, z] positions in {space} mm")
+        def position(r) -> bool:
+            numbers = isinstance(r, list) and len(r) in (3, 4) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+            return numbers and (len(r) == 3 or (key == "points" and r[3] in (0, 1)))
+
+        if (count is not None and len(rows) != count) or not rows or not all(position(r) for r in rows):
+            raise PromptError(f"{where}: {key} needs {count or 'a list of'} [x, y, z] positions in {space} mm"
+                              + (" (a point may add 1 or 0)" if key == "points" else ""))
         ijk = world_to_index(volume, [r[:3] for r in rows], space)
         return ijk, rows
 
