@@ -51,6 +51,6 @@ def run_demo(output_dir: str | Path = "demo_output", segmenter=None, progress: b
     overlay_path = save_overlay(
         output_dir / "lung1_tumour_overlay.png", result.image, result.labels.array, [prompt],
         reference=reference, title=f"lung1 CT, LiteMedSAM from one box on z={z_mid}: Dice {score:.3f} "
-        "(colour = promptseg, dotted = expert)",
+        "(colour = promptseg, dotted = expert)", direction=volume.direction,
     )
     return DemoResult(score, mask_path, overlay_path, result.objects[0].slices, ref_slices, z_mid, box)

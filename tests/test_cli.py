@@ -95,7 +95,7 @@ def test_prompt_file_with_two_objects_in_2d(tmp_path, capsys, shared_model):
         (["--box", "30,10,20,40", "--slice", "9"], "box 30,10,20,40: needs x0 < x1"),
         (["--box", "10,10,20,40", "--slice", "40"], "slice 40 is outside the image (slices 0..20)"),
         (["--box", "10,10,20,40"], "say which slice the prompt is on: --slice Z (0..20)"),
-        ([], "no prompt: give --box, --point, --line, --box3d, --key-box or --prompts"),
+        ([], "no prompt: give --box, --point, --line, --box3d, --key-box, --prompts or --prompt-from"),
         (["--box", "10,10,20,40", "--slice", "9", "--model", "sam9"], "unknown model 'sam9'; available: litemedsam"),
         (["--box", "10,10,20,40", "--slice", "9", "--window", "40,0"], "width must be > 0"),
         (["--box3d", "1,2,9,10,20,5"], "needs z0 <= z1"),

@@ -138,7 +138,7 @@ def _assert_same_as_reference(root, run):
     a, b = _checkpoint(ref / "latest.pt")["model"], _checkpoint(got / "latest.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(got / "metrics.csv") == _rows(ref / "metrics.csv")
-    assert [r["epoch"] for r in _rows(got / "metrics.csv")] == [str(e) for e in range(EPOCHS)]
+    assert [r["epoch"] for r in _rows(got / "metrics.csv")] == [str(e) for e in range(1, EPOCHS + 1)]
     best_ref, best_got = _checkpoint(ref / "best.pt"), _checkpoint(got / "best.pt")
     assert best_got["epoch"] == best_ref["epoch"]
     assert all(torch.equal(best_ref["model"][k], best_got["model"][k]) for k in best_ref["model"])

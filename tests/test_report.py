@@ -310,20 +310,22 @@ def test_report_tables_have_the_right_numbers(report, runs):
 def test_report_best_worst_and_montages(report, runs):
     text = report.read_text(encoding="utf-8")
     tables = md_tables(text)
-    best_m1, best_m2, best_synth1, best_synth2, best_sweep = tables["best"]
+    # 4 breast cases < 2 x 3: no "best" or "worst", every case ranked by Dice
+    ranked_m1, ranked_m2, ranked_synth2, ranked_sweep = tables["rank by Dice"]  # synth m2: 5 scored rows
     dices = runs["dices"]
     ranked = sorted(dices, key=lambda c: (-dices[c], c))
-    assert [r[1] for r in best_m1[1:]] == ranked[:3]
-    (worst_m1,) = [t for t in tables["worst"] if t[1][1] in dices][:1]
-    assert [r[1] for r in worst_m1[1:]] == ranked[3:]            # 4 cases: 3 best, 1 worst left
-    assert all(r[-1].startswith("[png](figures/montages/breast_m1/") for r in best_m1[1:])
-    assert all("prediction file not found" in r[-1] for r in best_m2[1:])
-    # synth: no image files -> notes, best are the liver rows
-    assert [r[2] for r in best_synth1[1:]] == ["liver"] * 3
+    assert [r[1] for r in ranked_m1[1:]] == ranked and [r[0] for r in ranked_m1[1:]] == ["1", "2", "3", "4"]
+    assert all(r[-1].startswith("[png](figures/montages/breast_m1/") for r in ranked_m1[1:])
+    assert all("prediction file not found" in r[-1] for r in ranked_m2[1:])
+    # synth: 6 (case, label) rows: 3 best, 3 worst; no image files -> notes, best are the liver rows
+    (best_synth1,), (worst_synth1,) = tables["best"], tables["worst"]
+    assert [r[3] for r in ranked_synth2[1:]] == ["0.890", "0.870", "0.850", "0.400", "0.100"]
+    assert [r[2] for r in best_synth1[1:]] == ["liver"] * 3 and [r[2] for r in worst_synth1[1:]] == ["tumour"] * 3
     # the sweep run's montages come from its best setting, points=10
     assert "setting points=10" in text
-    assert [r[3] for r in best_sweep[1:]] == ["1.000", "0.800", "0.700"]
-    assert all(r[-1].startswith("[png](figures/montages/breast_sweep/") for r in best_sweep[1:])
+    assert [r[3] for r in ranked_sweep[1:]] == ["1.000", "0.800", "0.700", "0.600"]
+    assert all(r[-1].startswith("[png](figures/montages/breast_sweep/") for r in ranked_sweep[1:])
+    assert "best 1" not in text.split("## Best and worst cases")[1].split("### synth")[0]
 
 
 def test_report_links_are_relative_and_exist(report, tmp_path):

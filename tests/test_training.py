@@ -197,6 +197,8 @@ def test_early_stopping_ends_when_validation_stops_improving(heldout):
                    progress=False, segmenter=_fresh())
     assert result.epochs_run == 3 and result.best_epoch == 0
     assert len(set(round(h["val_dice"], 6) for h in result.history)) == 1
+    assert round(result.start_val_dice, 6) == round(result.history[0]["val_dice"], 6)  # the baseline, before training
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]  # as the progress bars count
 
 
 def test_wandb_offline_logging(heldout):
@@ -270,22 +272,24 @@ def test_ddp_two_cpu_processes_agree_on_the_weights(heldout):
 
 
 @pytest.mark.slow
-def test_cli_prepare_split_train_segment_evaluate(tmp_path, capsys):
-    """The README's fine-tuning walk-through, end to end through the command line."""
+def test_cli_prepare_train_segment_evaluate(tmp_path, capsys):
+    """The README's fine-tuning walk-through, end to end through the command line: train on brain2 and breast1,
+    validate on lung1, then segment lung1 (never trained on) with the starting and the fine-tuned weights."""
+    import re
+
     from promptseg.cli import main
 
     work = tmp_path / "work"
     assert main(["prepare", str(REPO / "examples" / "datasets" / "radiomics.csv"), "-o", str(work / "prepared"),
                  "--min-object-voxels", "100", "--min-object-pixels", "10"]) == 0
-    assert main(["split", str(work / "prepared"), "-o", str(work / "split.json")]) == 0
-    split = json.loads((work / "split.json").read_text())
-    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(CASES)
     assert main(["train", "--config", str(REPO / "examples" / "configs" / "quickstart.yaml"), "--no-progress",
-                 "--set", f"data.prepared={work / 'prepared'}", "--set", f"data.split={work / 'split.json'}",
-                 "--set", f"logging.dir={work / 'run'}", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
+                 "--set", f"data.prepared={work / 'prepared'}", "--set", f"logging.dir={work / 'run'}",
+                 "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
     out = capsys.readouterr().out
-    assert "best validation Dice" in out and (work / "run" / "best.pt").is_file()
-    case = split["test"][0]
+    match = re.search(r"validation Dice \(cases not trained on\): (0\.\d+) with the starting weights, (0\.\d+) after "
+                      r"fine-tuning \(best.pt: epoch 1 of 1\)", out)
+    assert match and (work / "run" / "best.pt").is_file(), out
+    case = "lung1"  # the validation case of examples/splits/quickstart.json
     vol = promptseg.load_volume(image(case))
     ref = promptseg.load_labels(label(case), reference=vol).array > 0
     zs = np.nonzero(ref.any(axis=(1, 2)))[0]
@@ -293,13 +297,17 @@ def test_cli_prepare_split_train_segment_evaluate(tmp_path, capsys):
     from promptseg.prompts import box_from_mask
 
     box = ",".join(str(int(v)) for v in box_from_mask(ref[z]))
-    pred = work / "pred" / f"{case}.nii.gz"
-    assert main(["segment", str(image(case)), "-o", str(pred), "--box", box, "--slice", str(z),
-                 "--checkpoint", str(work / "run" / "best.pt"), "--no-progress"]) == 0
+    dices = []
+    for weights in ([], ["--checkpoint", str(work / "run" / "best.pt")]):
+        pred = work / ("pred" if weights else "bundled") / f"{case}.nii.gz"
+        assert main(["segment", str(image(case)), "-o", str(pred), "--box", box, "--slice", str(z),
+                     "--reference", str(label(case)), "--no-progress", *weights]) == 0
+        dices.append(float(re.search(r"Dice vs reference label 1: (\d\.\d+)", capsys.readouterr().out).group(1)))
+    assert dices[0] == pytest.approx(0.795, abs=0.002) and dices[1] > 0.3
     gt_dir = work / "gt"
     gt_dir.mkdir()
     save_mask(ref.astype(np.uint8), gt_dir / f"{case}.nii.gz", reference=vol)
     assert main(["evaluate", "--pred", str(work / "pred"), "--gt", str(gt_dir), "-o", str(work / "metrics.csv")]) == 0
     text = (work / "metrics.csv").read_text().splitlines()
     assert text[0].startswith("case,label,dice,nsd,hd95") and text[1].startswith(f"{case},1,")
-    assert float(text[1].split(",")[2]) > 0.3
+    assert float(text[1].split(",")[2]) == pytest.approx(dices[1], abs=1e-3)

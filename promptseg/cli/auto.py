@@ -82,17 +82,24 @@ def run(args) -> int:
     )
     from ..errors import PromptError
     from ..intensity import NormalizedSlices, resolve_window
-    from ..io import check_output_path, save_mask
+    from ..io import check_destination, check_output_path, save_mask
+    from ..io.guard import check_distinct
     from ..models import build_segmenter
-    from ..reporting.overlay import save_overlay
+    from ..reporting.overlay import check_overlay_path, save_overlay
 
     # everything that can be checked cheaply fails before the model is loaded
     check_model(args.model)
     check_parameters(args.points_per_side, args.pred_iou_thresh, args.stability_score_thresh, args.min_area,
                      box_nms_thresh=args.box_nms_thresh, points_per_batch=args.points_per_batch)
-    check_output_path(args.output)
+    inputs = (args.image, args.checkpoint)
+    check_output_path(args.output, inputs=inputs)
+    if args.summary:
+        check_destination(args.summary, inputs=inputs)
+    if args.overlay:
+        check_overlay_path(args.overlay, inputs=inputs)
+    check_distinct(args.output, args.summary, args.overlay)
     volume = load_image(args)
-    check_output_path(args.output, volume.num_slices)
+    check_output_path(args.output, volume.num_slices, inputs=inputs)
     z = args.slice
     if z is None:
         if volume.num_slices != 1:
@@ -116,7 +123,7 @@ def run(args) -> int:
         print(f"wrote {save_summary(args.summary, labels, labels_file=str(path))}")
     if args.overlay:
         image = NormalizedSlices.of(volume, modality=args.modality, window=window)
-        ov = save_overlay(args.overlay, image, labels.array, slices=[z], crop=False,
+        ov = save_overlay(args.overlay, image, labels.array, slices=[z], crop=False, direction=volume.direction,
                           title=f"{segmenter.name}: {len(masks)} automatic masks on slice {z}")
         print(f"wrote {ov}")
     return 0

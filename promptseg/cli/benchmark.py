@@ -86,7 +86,8 @@ def run(args) -> int:
     from ..errors import PromptsegError
     from ..datasets.layouts import load_dataset
     from ..datasets.metrics_table import read_metrics
-    from ..evaluation.benchmark import canonical_sweep, run_benchmark, sweep_settings
+    from ..evaluation.benchmark import RUN_FILES, canonical_sweep, run_benchmark, sweep_settings
+    from ..io.guard import check_output_folder
     from ..models import build_segmenter
 
     sweep = canonical_sweep(args.sweep)
@@ -100,6 +101,7 @@ def run(args) -> int:
     labels = _int_list(args.labels, "--labels") if args.labels else None
     prompt = args.prompt or ("points" if sweep == "points" else "box-mid")
     sweep_settings(prompt, args.jitter, args.points, sweep, values)  # bad settings fail before the model loads
+    check_output_folder(args.output, inputs=(args.dataset, args.checkpoint), writes=RUN_FILES)
     dataset = load_dataset(args.dataset)
     segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime,
                                 precision=args.precision)

@@ -62,9 +62,10 @@ def roi_prompts(args, volume):
         if args.rtstruct:
             raise PromptError("--rtstruct names the RTSTRUCT for --prompt-roi: give --prompt-roi too")
         return None
-    if any([args.box, args.point, args.line, args.box3d, args.key_box, args.prompts, args.slice is not None]):
+    if any([args.box, args.point, args.line, args.box3d, args.key_box, args.prompts, args.prompt_from,
+            args.slice is not None]):
         raise PromptError("--prompt-roi makes the prompt: do not combine it with --box/--point/--line/--box3d/"
-                          "--key-box/--prompts/--slice")
+                          "--key-box/--prompts/--prompt-from/--slice")
     prompt, roi, path = prompt_from_roi(volume, args.prompt_roi, args.rtstruct, label=args.label, name=args.name)
     z = prompt.start_slice
     box = prompt.slices[z].box

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EPILOG_REPORT = """\
 writes REPORT_DIR/report.md (+ report.html with --html) and REPORT_DIR/figures/*.png; all links are
@@ -45,10 +46,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import PromptsegError
-    from ..reporting.report import build_report
+    from ..evaluation.benchmark import RUN_FILES
+    from ..io.guard import check_output_folder
+    from ..reporting.report import REPORT_FILES, build_report
 
     if args.best_worst < 0:
         raise PromptsegError(f"--best-worst must be >= 0, got {args.best_worst}")
+    check_output_folder(args.output, inputs=[Path(d) / name for d in args.run_dirs for name in RUN_FILES]
+                        + [args.split], writes=REPORT_FILES, folders_read=args.run_dirs)
     path = build_report(args.run_dirs, args.output, best_worst=args.best_worst, split=args.split,
                         html=args.html, progress=not args.no_progress)
     print(path)

@@ -25,17 +25,21 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..training.prepare import read_manifest
     from ..datasets.splits import split_cases, write_split
+    from ..io import check_destination
+    from ..training.prepare import PREPARED_FILES, read_manifest
 
     source = Path(args.source)
-    if (source / "manifest.csv").is_file():
+    if (source / "manifest.csv").is_file():  # a prepared folder: the split file may go inside it
+        check_destination(args.output, inputs=[source / name for name in PREPARED_FILES])
         _, rows = read_manifest(source)
         cases = sorted({r["case"] for r in rows})
     else:
         from ..datasets.layouts import load_dataset
 
-        cases = [c.case_id for c in load_dataset(source).cases]
+        dataset = load_dataset(source)
+        check_destination(args.output, inputs=[source, *dataset.files()])
+        cases = [c.case_id for c in dataset.cases]
     if args.k:
         split = split_cases(cases, (1 - args.test, 0.0, args.test), seed=args.seed, k=args.k)
     else:

@@ -27,6 +27,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def summary_lines(result) -> list[str]:
+    """What ``promptseg train`` prints at the end: epochs, the validation Dice before and after, and a warning
+    when fine-tuning did not beat the starting weights."""
+    lines = [f"{result.epochs_run} epoch(s) trained on {result.train_samples} samples per epoch"]
+    best, start = result.best_val_dice, result.start_val_dice
+    if best != best or best < 0:
+        return lines + ["no validation cases: best.pt is the last epoch's weights"]
+    before = f"{start:.4f} with the starting weights, " if start == start else ""
+    lines.append(f"validation Dice (cases not trained on): {before}{best:.4f} after fine-tuning "
+                 f"(best.pt: epoch {result.best_epoch + 1} of {result.epochs_run})")
+    if start == start and best <= start:
+        lines.append("warning: fine-tuning did not beat the starting weights on the validation cases; keep using them "
+                     "(or train on more cases, or with a lower learning rate)")
+    return lines
+
+
 def run(args) -> int:
     from ..training.config import load_config
     from ..training.loop import train
@@ -35,8 +51,15 @@ def run(args) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    if args.config and not args.resume:  # the run folder's config.yaml is rewritten: never the user's own file
+        from pathlib import Path
+
+        from ..io.guard import check_not_input
+
+        check_not_input(Path(cfg.logging.dir) / "config.yaml", [args.config])
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
-        print(f"{result.epochs_run} epochs; best validation Dice {result.best_val_dice:.4f} (epoch {result.best_epoch})")
+        for line in summary_lines(result):
+            print(line)
         print(f"checkpoints: {result.run_dir / 'best.pt'}, {result.run_dir / 'latest.pt'}")
     return 0

@@ -137,6 +137,13 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.cases)
 
+    def files(self) -> list[Path]:
+        """Every file (or DICOM folder) the dataset reads: its manifest or folder, images, phases, labels."""
+        out = [self.path] if self.path is not None else []
+        for case in self.cases:
+            out.extend([*case.images, case.label])
+        return out
+
 
 # ---------------------------------------------------------------------------
 # helpers

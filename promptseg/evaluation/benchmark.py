@@ -274,6 +274,10 @@ def _first_difference(old: dict, new: dict) -> str:
     return ""
 
 
+#: what :func:`run_benchmark` writes into its run folder
+RUN_FILES = ("run.json", "metrics.csv", "summary.json", "prompts", "predictions", "units")
+
+
 def _prepare_run_dir(out: Path, config: dict, overwrite: bool) -> dict:
     """Create or re-open ``out``; returns the run.json document to keep updating."""
     run_file = out / "run.json"
@@ -473,7 +477,9 @@ def run_benchmark(
         raise BenchmarkError(
             f"--sweep aggregate needs cases with phases (co-registered images); none of the {len(cases)} case(s) has any"
         )
-    out = Path(out_dir)
+    from ..io.guard import check_output_folder
+
+    out = check_output_folder(out_dir, inputs=[*dataset.files(), checkpoint], writes=RUN_FILES)
     config = _run_config(dataset, cases, model_name, checkpoint, seed, settings, param, labels, tolerance_mm)
     doc = _prepare_run_dir(out, config, overwrite)
     names = dataset.label_names

@@ -15,6 +15,10 @@ from ..volume import Volume
 from .stop_rule import StopCheck
 
 
+#: formats the float32 probability maps can be written in
+PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
 @dataclass
 class ObjectResult:
     """What happened to one object.
@@ -52,18 +56,81 @@ class SegmentationResult:
             (``image[z]`` is ``(H, W)`` or ``(H, W, 3)``; normalised on access,
             ``np.asarray(image)`` gives the whole volume), for overlays.
         encoded_slices: slices embedded by the image encoder, in order.
+        provenance: input, model, runtime and precision, intensity rule and settings
+            (filled by :func:`promptseg.segment`; the sidecar's base, see
+            :mod:`promptseg.inference.provenance`).
     """
 
     labels: Volume
     objects: list[ObjectResult]
     image: NormalizedSlices
     encoded_slices: list[int]
+    provenance: dict = field(default_factory=dict)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the label map (NIfTI / NRRD / MHA / NPZ / PNG by extension), atomically."""
+    def save(self, path: str | Path, provenance: bool = True, probabilities: str | Path | None = None,
+             extra: dict | None = None) -> Path:
+        """Write the label map (NIfTI / NRRD / MHA / NPZ / PNG by extension), atomically.
+
+        Args:
+            path: the label map.
+            provenance: also write the JSON sidecar ``<name>.provenance.json`` next to it
+                (:func:`~promptseg.inference.provenance.sidecar_path`).
+            probabilities: also write the probability maps there (:meth:`save_probabilities`).
+            extra: more fields for the sidecar (the command line, a prompt source, ...).
+        """
         from ..io import save_mask
 
-        return save_mask(self.labels.array, path, reference=self.labels)
+        written = save_mask(self.labels.array, path, reference=self.labels)
+        maps = self.save_probabilities(probabilities) if probabilities is not None else []
+        if provenance:
+            self.write_provenance(written, probabilities=maps, extra=extra)
+        return written
+
+    def write_provenance(self, output: str | Path, probabilities: Sequence = (), extra: dict | None = None,
+                         sidecar: str | Path | None = None) -> Path:
+        """Write the provenance sidecar of the output ``output`` (default name: next to it)."""
+        from .provenance import provenance_document, sidecar_path, write_provenance
+
+        outputs = {"labels": str(output)}
+        if probabilities:
+            outputs["probabilities"] = [str(p) for p in probabilities]
+        document = provenance_document(self, outputs=outputs, extra=extra)
+        return write_provenance(sidecar if sidecar is not None else sidecar_path(output), document)
+
+    def probabilities(self, label: int = 1) -> np.ndarray:
+        """``(Z, H, W)`` float32 probability of one object: the sigmoid of the model's logits on the
+        slices it segmented, 0 elsewhere."""
+        obj = next((o for o in self.objects if o.prompt.label == label), None)
+        if obj is None:
+            raise KeyError(f"no object with label {label}")
+        from scipy.special import expit  # the logistic function without overflow for large logits
+
+        out = np.zeros(self.labels.shape, dtype=np.float32)
+        for z, logits in obj.logits.items():
+            out[z] = expit(logits.astype(np.float32))
+        return out
+
+    def probability_paths(self, path: str | Path) -> list[Path]:
+        """Where :meth:`save_probabilities` writes: ``path`` for one object, else one file per label
+        (``prob.nii.gz`` -> ``prob_label1.nii.gz``, ``prob_label2.nii.gz``, ...)."""
+        from ..io.common import format_suffix
+
+        path = Path(path)
+        if len(self.objects) == 1:
+            return [path]
+        suffix = format_suffix(path) or path.suffix
+        stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+        return [path.with_name(f"{stem}_label{o.prompt.label}{suffix}") for o in self.objects]
+
+    def save_probabilities(self, path: str | Path) -> list[Path]:
+        """Write each object's :meth:`probabilities` as float32 on the input grid (NIfTI/NRRD/MHA), atomically."""
+        from ..io import save_volume
+
+        written = []
+        for obj, target in zip(self.objects, self.probability_paths(path)):
+            grid = self.labels.with_array(self.probabilities(obj.prompt.label), kind="image")
+            written.append(save_volume(grid, target))
+        return written
 
     def mask(self, label: int = 1) -> np.ndarray:
         """``(Z, H, W)`` bool mask of one label."""

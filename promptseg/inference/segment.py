@@ -10,17 +10,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
 from typing import Optional, Sequence
 
 from ..errors import PromptError
 from ..intensity import NormalizedSlices
 from ..models import Segmenter, build_segmenter
-from ..prompts import ObjectPrompt, check_unique_labels, validate
+from ..prompts import ObjectPrompt, check_unique_labels, fit_to_image, validate
 from ..volume import Volume
 from .chain import propagate
 from .memory import propagate_with_memory
+from .provenance import intensity_record, model_record, volume_record
 from .results import SegmentationResult, compose_labels
 from .stop_rule import StopRule
+
+log = logging.getLogger(__name__)
 
 
 def segment(
@@ -58,7 +64,8 @@ def segment(
             :meth:`promptseg.models.sam2.SAM2Segmenter.propagate_memory`).
 
     Raises:
-        PromptError: a prompt does not fit the volume, or labels repeat.
+        PromptError: a prompt does not fit the volume, or labels repeat. (A box reaching at most one
+            voxel past the edge is clipped with a logged note: :func:`~promptseg.prompts.fit_to_image`.)
         ModelError: ``propagation="memory"`` with a backend that has no memory propagation.
     """
     if isinstance(prompts, ObjectPrompt):
@@ -66,8 +73,14 @@ def segment(
     prompts = list(prompts)
     if not prompts:
         raise PromptError("no prompt given: add a box, points, a line or a prompt file")
+    fitted = []
     for p in prompts:
+        p, notes = fit_to_image(p, volume.shape)
+        for note in notes:
+            log.warning("%s", note)
         validate(p, volume.shape)
+        fitted.append(p)
+    prompts = fitted
     check_unique_labels(prompts)
     if mode == "auto":
         mode = "3d" if volume.num_slices > 1 else "2d"
@@ -78,6 +91,7 @@ def segment(
     if memory_options and propagation != "memory":
         raise PromptError("--largest-component and --memory-stop-after (memory_options) apply to "
                           "--propagation memory only")
+    started = time.perf_counter()
     segmenter = segmenter or build_segmenter("litemedsam")
     image = NormalizedSlices.of(volume, modality=modality, window=window)
     if propagation == "memory" and mode == "3d":
@@ -96,4 +110,18 @@ def segment(
     labels = compose_labels(results, volume.shape)
     label_volume = volume.with_array(labels, modality=None, kind="labels")
     label_volume.metadata = {"source": volume.metadata.get("source")}
-    return SegmentationResult(labels=label_volume, objects=results, image=image, encoded_slices=encoded)
+    settings: dict = {"mode": mode, "propagation": propagation if mode == "3d" else None}
+    if mode == "3d" and propagation == "chain":
+        settings["stop_rule"] = dataclasses.asdict(stop_rule or StopRule())
+    if memory_options:
+        settings["memory_options"] = dict(memory_options)
+    provenance = {
+        "input": volume_record(volume),
+        "model": model_record(segmenter),
+        "intensity": intensity_record(volume, modality, window, image.mapping),
+        "settings": settings,
+        "encoded_slices": len(encoded),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return SegmentationResult(labels=label_volume, objects=results, image=image, encoded_slices=encoded,
+                              provenance=provenance)

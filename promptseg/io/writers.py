@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError, ImageReadError, ImageWriteError
 from ..volume import Volume
 from .atomic import atomic_bundle, atomic_path
+from .guard import check_not_input, check_writable_parent
 from .common import format_suffix, label_dtype, one_line_sitk_error
 from .npz import IMAGE_KEY, write_npz
 from .raster import check_png_slices, write_png
@@ -42,8 +43,8 @@ SUPPORTED_OUTPUT_SUFFIXES = SITK_WRITE_SUFFIXES + (".npz", ".png")
 def check_destination(path, inputs: Sequence = ()) -> Path:
     """Fail early unless ``path`` can be written: its folder (or the nearest existing parent, for
     folders still to be created) is a writable folder, and ``path`` is not a folder, a device, a
-    FIFO (an atomic rename would replace ``/dev/null`` itself) or one of the ``inputs`` (a user's
-    input file is never overwritten).
+    FIFO (an atomic rename would replace ``/dev/null`` itself), one of the ``inputs`` or inside an
+    input folder (:func:`~promptseg.io.guard.check_not_input`: a user's input is never overwritten).
 
     Raises:
         ImageWriteError: one line naming the problem.
@@ -59,16 +60,8 @@ def check_destination(path, inputs: Sequence = ()) -> Path:
         raise ImageWriteError(f"cannot write {path}: it is a folder")
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise ImageWriteError(f"cannot write {path}: it exists and is not a regular file (a device or FIFO)")
-    for source in inputs:
-        if info is not None and source is not None and Path(source).exists() and os.path.samefile(path, source):
-            raise ImageWriteError(f"cannot write {path}: it is an input of this run ({source}); choose another name")
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ImageWriteError(f"cannot write {path}: cannot create folder {path.parent} ({parent} is a file)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ImageWriteError(f"cannot write {path}: the folder {parent} is not writable (read-only or no permission)")
+    check_not_input(path, inputs)
+    check_writable_parent(path)
     return path
 
 

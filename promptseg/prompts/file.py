@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -60,18 +61,85 @@ MAX_OBJECTS = 65535
 class _PromptFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    space: str = "IJK"
     objects: list[_ObjectModel] = Field(min_length=1)
 
 
-def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = None, source: str = "prompts") -> list[ObjectPrompt]:
+#: keys of an object given in physical space (RAS/LPS): every position is ``[x, y, z]`` in mm
+WORLD_KEYS = ("label", "name", "box", "box3d", "points", "line")
+
+
+def _world_object(obj: object, volume, space: str, where: str) -> dict:
+    """An object of a physical-space prompt file, rewritten in voxel indices (the IJK form)."""
+    from .world import one_slice, world_to_index
+
+    if not isinstance(obj, dict):
+        return obj  # type: ignore[return-value]  (the schema check names the problem)
+    unknown = sorted(set(obj) - set(WORLD_KEYS))
+    if unknown:
+        raise PromptError(f"{where}: {', '.join(unknown)} cannot be used in {space} space (positions are [x, y, z] "
+                          "mm there, and the slice follows from them); allowed: " + ", ".join(WORLD_KEYS))
+
+    def corners(key: str, count: Optional[int] = 2):
+        value = obj[key]
+        rows = value if isinstance(value, list) else []
+        def position(r) -> bool:
+            numbers = isinstance(r, list) and len(r) in (3, 4) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+            return numbers and (len(r) == 3 or (key == "points" and r[3] in (0, 1)))
+
+        if (count is not None and len(rows) != count) or not rows or not all(position(r) for r in rows):
+            raise PromptError(f"{where}: {key} needs {count or 'a list of'} [x, y, z] positions in {space} mm"
+                              + (" (a point may add 1 or 0)" if key == "points" else ""))
+        ijk = world_to_index(volume, [r[:3] for r in rows], space)
+        return ijk, rows
+
+    out = {key: obj[key] for key in ("label", "name") if key in obj}
+    slices = []
+    for key in ("box", "line"):
+        if key in obj:
+            ijk, _ = corners(key)
+            slices.append(one_slice(ijk[:, 2], f"{where}: {key}"))
+            out[key] = [float(v) for v in ijk[:, :2].ravel()] if key == "line" else \
+                [float(ijk[:, 0].min()), float(ijk[:, 1].min()), float(ijk[:, 0].max()), float(ijk[:, 1].max())]
+    if "points" in obj:
+        ijk, rows = corners("points", None)
+        slices.extend(one_slice([k], f"{where}: points") for k in ijk[:, 2])
+        out["points"] = [[float(i), float(j)] + ([int(r[3])] if len(r) == 4 else []) for (i, j, _), r in zip(ijk, rows)]
+    if "box3d" in obj:
+        ijk, _ = corners("box3d")
+        low, high = ijk.min(axis=0), ijk.max(axis=0)
+        out["box3d"] = [float(low[0]), float(low[1]), int(round(low[2])), float(high[0]), float(high[1]),
+                        int(round(high[2]))]
+    if slices:
+        if len(set(slices)) > 1:
+            raise PromptError(f"{where}: the box, line and points lie on different slices ({sorted(set(slices))})")
+        out["slice"] = slices[0]
+    return out
+
+
+def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = None, source: str = "prompts",
+                          volume=None) -> list[ObjectPrompt]:
     """Validate a decoded JSON prompt document and build its objects.
 
     Objects without a ``label`` get the smallest label values not used by
-    another object, in file order.
+    another object, in file order. A document with ``"space": "RAS"`` or ``"LPS"``
+    gives positions in mm (``docs/prompts.md``); they become voxel indices with
+    ``volume``'s geometry (:mod:`promptseg.prompts.world`).
     """
     if isinstance(doc, dict) and isinstance(doc.get("objects"), list) and len(doc["objects"]) > MAX_OBJECTS:
         raise PromptError(f"{source}: {len(doc['objects'])} objects; a prompt file holds at most {MAX_OBJECTS} "
                           "(one label value each)")
+    if isinstance(doc, dict) and str(doc.get("space", "IJK")).strip().upper() != "IJK":
+        from .world import check_space
+
+        space = check_space(doc["space"])
+        if volume is None:
+            raise PromptError(f"{source}: prompts in {space} space need the image's geometry (volume=...)")
+        if isinstance(doc.get("objects"), list):
+            doc = {**doc, "space": "IJK", "objects": [_world_object(obj, volume, space, f"{source}: objects.{i}")
+                                                      for i, obj in enumerate(doc["objects"])]}
+        image_shape = image_shape or tuple(volume.shape[1:])
     try:
         parsed = _PromptFile.model_validate(doc)
     except ValidationError as exc:
@@ -98,12 +166,28 @@ def parse_prompt_document(doc: object, image_shape: Optional[tuple[int, int]] = 
     return objects
 
 
-def load_prompt_file(path: str | Path, image_shape: Optional[tuple[int, int]] = None) -> list[ObjectPrompt]:
-    """Read a JSON prompt file (see ``docs/prompts.md``)."""
+def load_prompt_file(path: str | Path, image_shape: Optional[tuple[int, int]] = None, volume=None) -> list[ObjectPrompt]:
+    """Read a JSON prompt file (see ``docs/prompts.md``); physical-space files need ``volume``."""
     from ..io.jsonfile import read_json
 
     doc = read_json(path, "prompt file", PromptError)
-    return parse_prompt_document(doc, image_shape=image_shape, source=str(path))
+    return parse_prompt_document(doc, image_shape=image_shape, source=str(path), volume=volume)
+
+
+def load_prompts(path: str | Path, volume) -> tuple[list[ObjectPrompt], list[str]]:
+    """Objects from a prompt file of any kind, in ``volume``'s voxel indices: promptseg's JSON prompt file
+    (IJK, RAS or LPS space) or a 3D Slicer markups file (``.mrk.json``, :mod:`promptseg.prompts.slicer`).
+
+    Returns:
+        ``(objects, notes)``: notes say what was clipped or skipped.
+    """
+    from ..io.jsonfile import read_json
+    from .slicer import is_markups, parse_markups
+
+    doc = read_json(path, "prompt file", PromptError)
+    if is_markups(doc):
+        return parse_markups(doc, volume, source=str(path))
+    return parse_prompt_document(doc, image_shape=tuple(volume.shape[1:]), source=str(path), volume=volume), []
 
 
 def prompt_to_dict(prompt: ObjectPrompt) -> dict:
@@ -116,7 +200,9 @@ def prompt_to_dict(prompt: ObjectPrompt) -> dict:
         return out
     (z, sp), = prompt.slices.items()
     out["slice"] = z
-    if sp.box is not None:
+    if sp.line is not None:
+        out["line"] = [float(v) for v in sp.line]
+    elif sp.box is not None:
         out["box"] = [float(v) for v in sp.box]
     if sp.points:
         out["points"] = [[p.x, p.y, int(p.positive)] for p in sp.points]

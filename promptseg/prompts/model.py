@@ -45,10 +45,15 @@ class Point:
 
 @dataclass
 class SlicePrompt:
-    """Everything prompted on one slice: a box and/or points."""
+    """Everything prompted on one slice: a box and/or points.
+
+    ``line`` keeps the line marker ``(x0, y0, x1, y1)`` a box was made from
+    (:func:`line_to_box`), for drawing and provenance; the models see the box.
+    """
 
     box: Optional[Box] = None
     points: tuple[Point, ...] = ()
+    line: Optional[tuple[float, float, float, float]] = None
 
     def point_arrays(self) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """``(N, 2)`` float coordinates and ``(N,)`` int labels, or ``(None, None)``."""
@@ -188,6 +193,45 @@ def validate(prompt: ObjectPrompt, shape: tuple[int, int, int]) -> None:
             raise PromptError(f"{who}: the prompted slice lies outside its z-range {z0},{z1}")
 
 
+#: how far (voxels) a box may reach past the image's edge and be clipped instead of refused: ``x1 = width``
+#: is the edge of the last column, a natural way to say "to the edge"
+EDGE_TOLERANCE = 1.0
+
+
+def fit_to_image(prompt: ObjectPrompt, shape: tuple[int, int, int]) -> tuple[ObjectPrompt, list[str]]:
+    """Clip boxes that reach at most :data:`EDGE_TOLERANCE` voxels past the image's edge.
+
+    Args:
+        prompt: the object.
+        shape: ``(Z, H, W)`` of the volume.
+
+    Returns:
+        ``(prompt, notes)``: the prompt itself when nothing changed, else a copy
+        with clipped boxes, and one note per clipped box. Boxes further outside
+        are left for :func:`validate` to refuse.
+    """
+    _, height, width = shape
+    notes: list[str] = []
+    slices = {}
+    for z, sp in prompt.slices.items():
+        box = sp.box
+        if box is not None:
+            x0, y0, x1, y1 = box
+            inside = x0 >= 0 and y0 >= 0 and x1 <= width - 1 and y1 <= height - 1
+            near = (x0 >= -EDGE_TOLERANCE and y0 >= -EDGE_TOLERANCE and x1 <= width - 1 + EDGE_TOLERANCE
+                    and y1 <= height - 1 + EDGE_TOLERANCE)
+            if not inside and near:
+                clipped = clip_box(box, (height, width))
+                if clipped[0] < clipped[2] and clipped[1] < clipped[3]:
+                    notes.append(f"{prompt.display_name}: box {_fmt(box)} on slice {z} reaches past the image's edge; "
+                                 f"clipped to {_fmt(clipped)} (x 0..{width - 1}, y 0..{height - 1})")
+                    box = clipped
+        slices[z] = SlicePrompt(box=box, points=sp.points, line=sp.line)
+    if not notes:
+        return prompt, notes
+    return ObjectPrompt(slices, label=prompt.label, name=prompt.name, z_range=prompt.z_range), notes
+
+
 def check_unique_labels(prompts: Sequence[ObjectPrompt]) -> None:
     seen: dict[int, str] = {}
     for p in prompts:
@@ -245,10 +289,13 @@ def make_object(
     if line is not None:
         if box is not None:
             raise PromptError(f"{who}: give a box or a line, not both")
+        line = tuple(float(v) for v in line)
+        if len(line) != 4:
+            raise PromptError(f"{who}: a line has 4 numbers x0,y0,x1,y1")
         box = line_to_box(line)
         if image_shape is not None:
             box = clip_box(box, image_shape)
-    sp = SlicePrompt(box=check_box_order(box) if box is not None else None, points=tuple(points))
+    sp = SlicePrompt(box=check_box_order(box) if box is not None else None, points=tuple(points), line=line)
     rng = None
     if z_range is not None:
         rng = (int(z_range[0]), int(z_range[1]))

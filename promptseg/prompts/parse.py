@@ -122,7 +122,7 @@ def objects_from_options(
             raise PromptError("--z-range applies to a single prompt; put \"z_range\" into the prompt file instead")
         return load_prompt_file(prompt_file, image_shape=image_shape)
     if not single:
-        raise PromptError("no prompt: give --box, --point, --line, --box3d, --key-box or --prompts")
+        raise PromptError("no prompt: give --box, --point, --line, --box3d, --key-box, --prompts or --prompt-from")
     rng = parse_range(z_range) if z_range else None
     if box3d:
         if box or points or line or key_boxes or slice is not None:

@@ -510,7 +510,7 @@ def case_montage(image_path, label_path, prediction_path, path, title: Optional[
     rows, cols = crop_window(union, ())
     image = _CroppedSlices(NormalizedSlices.of(volume, modality, window), rows, cols)
     return save_overlay(path, image, prediction[:, rows, cols], slices=zs, reference=reference[:, rows, cols],
-                        crop=False, title=title)
+                        crop=False, title=title, direction=volume.direction)
 
 
 # --------------------------------------------------------------------------- dataset overview
@@ -579,6 +579,19 @@ def overview_numbers(datasets_info: Sequence[DatasetInfo], split: Optional[Mappi
     return OverviewNumbers(names, cases, label_cases, sizes, splits)
 
 
+def _plain_log_ticks(axis, most: int = 6) -> None:
+    """Log-axis labels that never overlap: at most ``most`` major ticks (decades, or 1-2-5 steps inside a
+    decade), written as plain numbers (0.1, 1, 10), and no labels on minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = sorted(axis.get_view_interval())
+    decades = np.log10(max(high, 1e-12)) - np.log10(max(low, 1e-12))
+    subs = (1.0,) if decades >= 2 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=most))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def dataset_overview(datasets_info: Sequence[DatasetInfo], path, split: Optional[Mapping[str, str]] = None,
                      title: Optional[str] = None) -> Path:
     """Overview of the datasets: cases per dataset, label frequency, object sizes, split shares.
@@ -601,6 +614,8 @@ def dataset_overview(datasets_info: Sequence[DatasetInfo], path, split: Optional
     """
     if not datasets_info:
         raise PromptsegError("dataset overview: no dataset")
+    from matplotlib.ticker import MaxNLocator
+
     numbers = overview_numbers(datasets_info, split)
     plt = _pyplot()
     n_panels = 4 if numbers.splits else 3
@@ -614,6 +629,7 @@ def dataset_overview(datasets_info: Sequence[DatasetInfo], path, split: Optional
         ax.text(numbers.cases[n], yi, f" {numbers.cases[n]}", va="center", fontsize=8)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("cases")
     ax.set_title("Cases per dataset", fontsize=10)
     ax.margins(x=0.15)
@@ -626,6 +642,7 @@ def dataset_overview(datasets_info: Sequence[DatasetInfo], path, split: Optional
     ax.barh(yy, [numbers.label_cases[d][label] for d, label in pairs], color=colours)
     ax.set_yticks(yy, tick_names)
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("cases holding the label")
     ax.set_title("Label frequency", fontsize=10)
 
@@ -645,8 +662,10 @@ def dataset_overview(datasets_info: Sequence[DatasetInfo], path, split: Optional
             ax.scatter(positive[i], yy[i] + rng.uniform(-0.15, 0.15, positive[i].size), s=9,
                        color=colours[i], zorder=3)
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     ax.set_yticks(yy, tick_names)
-    ax.set_ylim(len(pairs) - 0.5, -0.5)
+    if pairs:
+        ax.set_ylim(len(pairs) - 0.5, -0.5)
     ax.set_xlabel("object volume (ml, log scale)")
     ax.set_title("Object sizes", fontsize=10)
 

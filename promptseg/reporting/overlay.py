@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..prompts import ObjectPrompt, interpolate_key_boxes
+from .orientation import DisplayOrientation
 
 #: label colours (RGB, 0-1), cycled for labels beyond the list
 COLOURS = [
@@ -78,6 +79,7 @@ def save_overlay(
     reference: Optional[np.ndarray] = None,
     crop: bool = True,
     title: Optional[str] = None,
+    direction: Optional[np.ndarray] = None,
 ) -> Path:
     """Write a PNG montage of segmented slices.
 
@@ -85,11 +87,15 @@ def save_overlay(
         path: output PNG (written atomically).
         image: ``(Z, H, W)`` or ``(Z, H, W, 3)`` uint8 normalised volume.
         labels: ``(Z, H, W)`` label map.
-        prompts: drawn on their slices (boxes as rectangles, + points as green
-            crosses, - points as red crosses, interpolated key-slice boxes dashed).
+        prompts: drawn on their slices (boxes as rectangles, lines as lines, + points
+            as green crosses, - points as red crosses, interpolated key-slice boxes dashed).
         slices: which slices to show (default :func:`montage_slices`).
         reference: optional ``(Z, H, W)`` reference mask, drawn as a white contour.
         crop: zoom on the objects (default) or show whole slices.
+        direction: the volume's 3x3 direction: slices are shown in radiological
+            orientation (:class:`~promptseg.reporting.orientation.DisplayOrientation`, as
+            3D Slicer shows them) with the patient directions at the edges; ``None``
+            shows the array as stored (row 0 at the top).
 
     Raises:
         ImageWriteError: not a ``.png`` name, or the file cannot be written (full disk,
@@ -109,6 +115,7 @@ def save_overlay(
         zs = [labels.shape[0] // 2]
     rows_sl, cols_sl = crop_window(labels, prompts) if crop else (slice(None), slice(None))
     oy, ox = rows_sl.start or 0, cols_sl.start or 0
+    display = DisplayOrientation.of(direction)
     ncols = min(4, len(zs))
     nrows = math.ceil(len(zs) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False)
@@ -117,8 +124,10 @@ def save_overlay(
     present = sorted(int(v) for v in np.unique(labels) if v)
     for ax, z in zip(axes.ravel(), zs):
         view = image[z][rows_sl, cols_sl]
-        ax.imshow(view, cmap=None if view.ndim == 3 else "gray", vmin=0, vmax=255, interpolation="nearest")
-        lab = labels[z][rows_sl, cols_sl]
+        shape = view.shape[:2]
+        ax.imshow(display.image(view), cmap=None if view.ndim == 3 else "gray", vmin=0, vmax=255,
+                  interpolation="nearest")
+        lab = display.image(labels[z][rows_sl, cols_sl])
         rgba = np.zeros(lab.shape + (4,), dtype=np.float32)
         for value in present:
             sel = lab == value
@@ -127,20 +136,31 @@ def save_overlay(
                 ax.contour(sel, levels=[0.5], colors=[colour(value)], linewidths=1.0)
         ax.imshow(rgba, interpolation="nearest")
         if reference is not None and reference[z].any():
-            ax.contour(reference[z][rows_sl, cols_sl], levels=[0.5], colors="white", linewidths=0.8, linestyles="dotted")
+            ax.contour(display.image(reference[z][rows_sl, cols_sl]), levels=[0.5], colors="white", linewidths=0.8,
+                       linestyles="dotted")
         for p in prompts:
             c = colour(p.label)
             boxes = interpolate_key_boxes({k: sp.box for k, sp in p.slices.items()}) if p.is_key_slices else {}
             sp = p.slices.get(z)
             box, dashed = (sp.box, False) if sp is not None else (boxes.get(z), True)
-            if box is not None:
-                x0, y0, x1, y1 = box
-                ax.add_patch(Rectangle((x0 - ox, y0 - oy), x1 - x0, y1 - y0, fill=False, edgecolor=c,
+            if sp is not None and sp.line is not None:
+                (u0, v0), (u1, v1) = (display.point(x - ox, y - oy, shape)
+                                      for x, y in (sp.line[:2], sp.line[2:]))
+                ax.plot([u0, u1], [v0, v1], color=c, linewidth=1.5, marker="o", markersize=3)
+            elif box is not None:
+                x0, y0, x1, y1 = display.box((box[0] - ox, box[1] - oy, box[2] - ox, box[3] - oy), shape)
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=c,
                                        linewidth=1.2, linestyle="--" if dashed else "-"))
             if sp is not None:
                 for pt in sp.points:
-                    ax.plot(pt.x - ox, pt.y - oy, marker="P" if pt.positive else "X", markersize=8,
+                    u, v = display.point(pt.x - ox, pt.y - oy, shape)
+                    ax.plot(u, v, marker="P" if pt.positive else "X", markersize=8,
                             color="lime" if pt.positive else "red", markeredgecolor="black")
+        if display.left:
+            for text, (tx, ty, ha, va) in ((display.left, (0.02, 0.5, "left", "center")),
+                                           (display.right, (0.98, 0.5, "right", "center")),
+                                           (display.top, (0.5, 0.98, "center", "top"))):
+                ax.text(tx, ty, text, transform=ax.transAxes, ha=ha, va=va, color="yellow", fontsize=8)
         ax.set_title(f"z = {z}", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)

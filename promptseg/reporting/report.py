@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: figures folder inside the report folder
 FIGURES = "figures"
+#: what :func:`build_report` writes into its folder
+REPORT_FILES = ("report.md", "report.html", FIGURES)
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -242,6 +244,33 @@ def _fmt(value: float, digits: int = 3) -> str:
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return f"{value:.{digits}f}"
+
+
+def heatmap_rows(runs: Sequence[Run]) -> list[dict]:
+    """The rows of the Dice heatmap, one column (``model_column``) per model configuration.
+
+    A run without a sweep gives all its rows under its ``config``; a sweep run
+    gives the rows of its best setting (:func:`_best_setting`), labelled
+    ``"<config> (best: <setting>)"``, and only when no run of the same
+    configuration on the same dataset without a sweep exists -- so one model is
+    never two columns.
+    """
+    plain = {(run.dataset, run.rows[0]["config"]) for run in runs if run.rows and len(run.settings) == 1
+             and not run.sweep}
+    out = []
+    for run in runs:
+        if not run.rows:
+            continue
+        config = run.rows[0]["config"]
+        if len(run.settings) > 1 or run.sweep:
+            if (run.dataset, config) in plain:
+                continue
+            setting = _best_setting(run)
+            out += [{**r, "model_column": f"{config} (best: {setting})"} for r in run.rows
+                    if r.get("setting", "") == setting]
+        else:
+            out += [{**r, "model_column": config} for r in run.rows]
+    return out
 
 
 def select_best_worst(rows: Sequence[Mapping], n: int = 3) -> tuple[list[Mapping], list[Mapping]]:
@@ -577,12 +606,14 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
 
     # ---- heatmap
     scored = [r for r in all_rows if not math.isnan(metric_value(r.get("dice")))]
-    if scored:
+    heat = [r for r in heatmap_rows(runs) if not math.isnan(metric_value(r.get("dice")))]
+    if heat:
         page.h(2, "Median Dice per dataset and model")
-        path = fig.dice_heatmap(scored, figdir / "heatmap_dice.png", columns="column",
+        path = fig.dice_heatmap(heat, figdir / "heatmap_dice.png", columns="model_column",
                                 title="Median Dice per dataset (rows) and model (columns)")
-        page.p("Each cell: the median Dice over all (case, label) rows and their number n. "
-               "Sweep settings are separate columns.")
+        page.p("Each cell: the median Dice over all (case, label) rows and their number n. One column per model: "
+               "a prompt sweep shows in the sweep curves, and in the heatmap only where no run of the same model "
+               "without a sweep exists (then with its best setting).")
         page.img(rel(path), "median Dice per dataset and model")
 
     # ---- box plots
@@ -614,13 +645,20 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
     if best_worst and scored:
         page.h(2, "Best and worst cases")
         page.p("Prediction filled in colour, reference as a white dotted contour; the slices with the most "
-               "reference voxels, plus slices where the prediction lies outside the reference.")
+               "reference voxels, plus slices where the prediction lies outside the reference. "
+               f"A run with fewer than {2 * best_worst} scored (case, label) rows has no best and worst: all its "
+               "rows are shown, ranked by Dice.")
         jobs = []
         for run in runs:
             setting = _best_setting(run) if len(run.settings) > 1 else run.settings[0]
             rows = [r for r in run.rows if r.get("setting", "") == setting]
-            best, worst = select_best_worst(rows, best_worst)
-            for kind, chosen in (("best", best), ("worst", worst)):
+            scored_rows = [r for r in rows if not math.isnan(metric_value(r.get("dice")))]
+            if len(scored_rows) >= 2 * best_worst:
+                best, worst = select_best_worst(rows, best_worst)
+                groups = (("best", best), ("worst", worst))
+            else:  # too few to call any "best" or "worst"
+                groups = (("ranked", select_best_worst(rows, len(scored_rows))[0]),)
+            for kind, chosen in groups:
                 for rank, row in enumerate(chosen, start=1):
                     jobs.append((run, setting, kind, rank, row))
         results: dict[tuple[str, str], list[tuple]] = {}
@@ -636,7 +674,8 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
                 missing = [what for what, p in (("image", image), ("reference", reference),
                                                 ("prediction", prediction)) if p is None]
                 link, note = None, ""
-                title = (f"{run.id} {kind} {rank}: {case}, {fig.label_display(row)}, "
+                place = f"rank {rank} by Dice" if kind == "ranked" else f"{kind} {rank}"
+                title = (f"{run.id} {place}: {case}, {fig.label_display(row)}, "
                          f"Dice {_fmt(metric_value(row.get('dice')))}")
                 if missing:
                     note = f"no montage: {', '.join(missing)} file not found"
@@ -655,11 +694,11 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
             setting = _best_setting(run) if len(run.settings) > 1 else run.settings[0]
             page.h(3, f"{run.id} ({run.dataset}, {run.rows[0]['config'] if run.rows else run.model})"
                    + (f", setting {setting}" if setting else ""))
-            for kind in ("best", "worst"):
+            for kind in ("best", "worst", "ranked"):
                 items = results.get((run.id, kind), [])
                 if not items:
                     continue
-                page.table([kind, "case", "label", "Dice", "NSD", "HD95 (mm)", "reference (ml)", "predicted (ml)",
+                page.table(["rank by Dice" if kind == "ranked" else kind, "case", "label", "Dice", "NSD", "HD95 (mm)", "reference (ml)", "predicted (ml)",
                             "montage"],
                            [[str(rank), str(row.get("case")), fig.label_display(row), _fmt(metric_value(row.get("dice"))),
                              _fmt(metric_value(row.get("nsd"))), _fmt(metric_value(row.get("hd95")), 2),
@@ -667,7 +706,7 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
                              f"[png]({link})" if link else note] for rank, row, link, note in items])
                 for rank, row, link, note in items:
                     if link:
-                        page.img(link, f"{kind} {rank}: {row.get('case')}")
+                        page.img(link, f"{'rank' if kind == 'ranked' else kind} {rank}: {row.get('case')}")
 
     # ---- datasets
     page.h(2, "Datasets")

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ImageWriteError, PromptsegError
 from ..io.atomic import atomic_path
+from ..io.guard import check_output_folder
 from .config import TrainConfig
 from .embedding_cache import EmbeddingCache
 from .prepare import read_manifest
@@ -63,7 +64,9 @@ class TrainResult:
     Attributes:
         run_dir: the run folder (checkpoints, metrics.csv, config.yaml).
         best_val_dice: the best validation Dice (nan without validation cases).
-        best_epoch: the epoch (0-based) that reached it.
+        best_epoch: the epoch that reached it, 0-based (``metrics.csv`` and the progress bars count from 1).
+        start_val_dice: the validation Dice of the starting weights, before any training step
+            (nan without validation cases): fine-tuning helped only if ``best_val_dice`` beats it.
         epochs_run: epochs trained, counting those of a resumed run.
         history: one row per epoch (epoch, step, train_loss, val_dice, lr, seconds).
         encoded_for_cache: slices encoded into the embedding cache before the first epoch.
@@ -75,6 +78,7 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     history: list[dict] = field(default_factory=list)
+    start_val_dice: float = float("nan")
     encoded_for_cache: int = 0
     train_samples: int = 0
 
@@ -254,6 +258,10 @@ def _model_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+#: what :func:`train` writes into ``logging.dir`` (TensorBoard adds its ``events.out.tfevents.*`` files)
+TRAINING_RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "latest.pt", "ddp_ranks.json", "wandb")
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segmenter=None,
           stop_after_epoch: Optional[int] = None) -> TrainResult:
     """Fine-tune a model as ``cfg`` says. See the module docstring for the outputs.
@@ -271,7 +279,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     distributed = _init_distributed(device)
     is_main = rank == 0
     torch.manual_seed(cfg.train.seed)
-    run_dir = Path(cfg.logging.dir)
+    run_dir = check_output_folder(cfg.logging.dir, inputs=(cfg.data.prepared, cfg.data.split, cfg.model.checkpoint),
+                                  writes=TRAINING_RUN_FILES)
     latest = run_dir / "latest.pt"
     if resume and not latest.is_file():
         if not (run_dir / "config.yaml").is_file():
@@ -349,6 +358,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start_epoch, step, best, best_epoch, history, stale = 0, 0, -1.0, -1, [], 0
+    start_dice = float("nan")
+    if not resume and is_main and len(val_set):  # the baseline fine-tuning has to beat
+        start_dice = evaluate_samples(base_network(model), val_set, device, cfg.train.batch_size,
+                                      segmenter.train_forward)
+        log.info("validation Dice of the starting weights: %.4f", start_dice)
     if resume:
         state = torch.load(latest, map_location="cpu", weights_only=True)["train_state"]
         model.load_state_dict(state["model"])
@@ -357,6 +371,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         scaler.load_state_dict(state["scaler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         best, best_epoch, history, stale = state["best"], state["best_epoch"], state["history"], state["stale"]
+        start_dice = state.get("start_val_dice", float("nan"))
         if is_main:  # undo what an interrupted epoch wrote after latest.pt
             write_metrics(run_dir, history)
             _reconcile_best(run_dir, latest, state)
@@ -408,7 +423,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
                 train_loss = float(t) / world
             val_dice = (evaluate_samples(net, val_set, device, cfg.train.batch_size, segmenter.train_forward)
                         if (is_main and len(val_set)) else float("nan"))
-            row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice,
+            row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_dice": val_dice,
                    "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)}
             history.append(row)
             improved = val_dice == val_dice and val_dice > best
@@ -424,7 +439,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
                 _save(latest, {"model": weights, **meta, "train_state": {
                     "model": _model_state(model), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                    "best": best, "best_epoch": best_epoch, "history": history, "stale": stale}})
+                    "best": best, "best_epoch": best_epoch, "history": history, "stale": stale,
+                    "start_val_dice": start_dice}})
                 if improved:
                     _save(run_dir / "best.pt", {"model": weights, **meta})
                 write_metrics(run_dir, history)
@@ -446,7 +462,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, segment
         payload = torch.load(latest, map_location="cpu", weights_only=True)
         payload.pop("train_state", None)
         _save(run_dir / "best.pt", payload)
-    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded, len(train_set))
+    return TrainResult(run_dir, best, best_epoch, epoch + 1, history, encoded_for_cache=encoded,
+                       train_samples=len(train_set), start_val_dice=start_dice)
 
 
 def _record_rank_agreement(model: torch.nn.Module, run_dir: Path, rank: int, world: int) -> None:

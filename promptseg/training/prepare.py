@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..errors import PromptsegError
 from ..io import load_volume
 from ..io.atomic import atomic_path
+from ..io.guard import check_output_folder
 from ..io.jsonfile import write_json
 from ..intensity import NormalizedSlices
 
@@ -153,6 +154,10 @@ def load_case(path: Path) -> dict:
     return arrays
 
 
+#: what :func:`prepare` writes into its folder
+PREPARED_FILES = ("cases", "manifest.csv", "prepare.json")
+
+
 def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional[PrepareSettings] = None,
             progress: bool = True, segmenter=None) -> Path:
     """Prepare a labelled dataset for training.
@@ -175,8 +180,8 @@ def prepare(dataset_path, out_dir, model: str = "litemedsam", settings: Optional
     if not 0 <= settings.empty_fraction <= 10:
         raise PromptsegError("empty_fraction must be between 0 and 10 (share of the labelled slices)")
     dataset = load_dataset(dataset_path)
+    out_dir = check_output_folder(out_dir, inputs=[dataset_path, *dataset.files()], writes=PREPARED_FILES)
     segmenter = segmenter or build_preprocessing(model)
-    out_dir = Path(out_dir)
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     names = {**{int(k): v for k, v in dataset.label_names.items()}}
     for old, new in settings.rename.items():

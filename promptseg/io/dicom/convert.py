@@ -20,6 +20,7 @@ from ...errors import DicomError, GeometryError
 from ...volume import Volume
 from ..readers import load_labels, load_volume
 from ..sitk_image import sitk_from_volume
+from ..guard import check_not_input
 from ..writers import check_output_path, save_mask
 from .labels import DICOM_LABEL_FORMATS, read_dicom_labels, write_dicom_labels
 from .objects import modality_of
@@ -130,6 +131,7 @@ def convert(
     kind = format.lower() if format else None
     if kind is not None and kind not in CONVERT_FORMATS:
         raise DicomError(f"unknown format {format!r}; choose one of {', '.join(CONVERT_FORMATS)}")
+    check_not_input(output, (source, reference))  # before any work, whatever the conversion
     if _is_dicom_labels(source):
         if reference is None:
             raise DicomError(f"{source.name} holds contours/segments, not voxels: give the series they belong to "
@@ -137,7 +139,7 @@ def convert(
         if kind is not None:
             raise DicomError(f"{source.name} becomes a label map (format from the suffix of {output.name}); "
                              "--format applies to label maps and images")
-        check_output_path(output)
+        check_output_path(output, inputs=(source, reference))
         series = load_volume(reference, series_uid=series_uid)
         result = read_dicom_labels(source, series)
         return Conversion(save_mask(result.labels, output, series), "labels", result.rois)
@@ -150,8 +152,6 @@ def convert(
     if reference is None:
         raise DicomError("say what to convert to: --reference SERIES_DIR to write the label map as RTSTRUCT/SEG, "
                          "or --format dicom to write an image as a DICOM series")
-    if output.resolve() == source.resolve():
-        raise DicomError(f"refusing to overwrite the input {source}: choose another output file")
     series = load_volume(reference, series_uid=series_uid)
     labels = _labels_on(source, series)
     kind = kind or "rtstruct"

@@ -10,6 +10,7 @@ The slice headers are kept as :attr:`Volume.dicom`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -96,8 +97,33 @@ def _series_summary(series: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _other_images(folder: Path, limit: int = 1000) -> list[str]:
+    """Names of the non-DICOM images (NIfTI, NRRD, ...) directly in ``folder`` (the first ``limit`` entries)."""
+    from ..common import DICOM_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
+
+    names = []
+    try:
+        for i, entry in enumerate(sorted(folder.iterdir())):
+            if i >= limit:
+                break
+            lower = entry.name.lower()
+            if (not entry.name.startswith(".") and entry.is_file() and lower.endswith(SUPPORTED_IMAGE_SUFFIXES)
+                    and not lower.endswith(DICOM_SUFFIXES)):
+                names.append(entry.name)
+    except OSError:
+        return []
+    return names
+
+
 def _choose_series(folder: Path, series: list[dict], series_uid: Optional[str]) -> dict:
     if not series:
+        images = _other_images(folder)
+        if images:
+            listed = ", ".join(images[:3]) + (", ..." if len(images) > 3 else "")
+            raise ImageReadError(
+                f"{folder}: no DICOM series in this folder, but {len(images)} image file(s) ({listed}): give one "
+                "file, or segment each with a batch run (promptseg segment -i FOLDER -o OUT_FOLDER)"
+            )
         raise ImageReadError(f"{folder}: no DICOM image series found in this folder")
     if series_uid is not None:
         for info in series:
@@ -149,7 +175,20 @@ def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
     }
     volume = volume_from_sitk(image, str(folder), modality=info["modality"], metadata=metadata)
     volume.dicom = _provenance(info["files"], volume.num_slices)
+    if volume.num_slices == 1:
+        _single_slice_thickness(volume, read_header(Path(info["files"][0])))
     return volume
+
+
+def _single_slice_thickness(volume: Volume, header) -> None:
+    """A one-slice image has no neighbour to measure z-spacing from (ITK reports 1 mm): take
+    Slice Thickness, so volumes in ml are right."""
+    try:
+        thickness = float(header.get("SliceThickness")) if header is not None else None
+    except (TypeError, ValueError):
+        thickness = None
+    if thickness is not None and math.isfinite(thickness) and 0 < thickness <= 1000:
+        volume.spacing = (volume.spacing[0], volume.spacing[1], thickness)
 
 
 def _provenance(files, num_slices: int) -> Optional[DicomProvenance]:
@@ -205,4 +244,6 @@ def read_dicom_file(path) -> Volume:
     }
     volume = volume_from_sitk(image, str(path), modality=_text(header, "Modality"), metadata=metadata)
     volume.dicom = _provenance([path], volume.num_slices)
+    if volume.num_slices == 1:
+        _single_slice_thickness(volume, header)
     return volume
