@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml requirements-torch.txt Makefile
 	$(PY) -m pip install --quiet -r requirements-torch.txt
 	# sam2 builds against the torch above (no CUDA extension): see the sam2 README
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation "sam2>=1.1"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# dev: test tools; mobilesam: the MobileSAM backend (its tests skip without it)
+	$(PY) -m pip install --quiet -e ".[dev,mobilesam]"
 	touch $(STAMP)
 
 demo: $(STAMP)
