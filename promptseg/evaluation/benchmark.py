@@ -89,9 +89,10 @@ class Setting:
         name: ``""`` without sweep, else ``"<param>=<value>"`` (e.g. ``"jitter_px=5"``);
             also the sub-folder of the setting's files.
         param, value: the swept parameter and its value (None without sweep).
-        prompt_mode: ``"box-mid"``, ``"box-2d"``, ``"box3d"`` or ``"points"``.
+        prompt_mode: ``"box-mid"``, ``"box-mid-z"``, ``"box-2d"``, ``"box3d"`` or ``"points"``.
         jitter_px: box jitter, pixels.
         n_points: clicks per object (points mode).
+        negatives: how many of the clicks are negative (None: ``floor(n_points / 2)``).
         input_size: model input size, pixels (None = the model's own).
         aggregate: ``"avg"`` / ``"max"`` over the case's phases, or None (primary image only).
     """
@@ -104,6 +105,7 @@ class Setting:
     n_points: int
     input_size: Optional[int] = None
     aggregate: Optional[str] = None
+    negatives: Optional[int] = None
 
     @property
     def segment_mode(self) -> str:
@@ -166,6 +168,7 @@ def sweep_settings(
     points: int = 5,
     sweep: Optional[str] = None,
     values: Optional[Sequence] = None,
+    negatives: Optional[int] = None,
 ) -> list[Setting]:
     """The settings of a run, in order.
 
@@ -185,8 +188,17 @@ def sweep_settings(
     if int(points) != points or points < 1:
         raise BenchmarkError(f"--points must be an integer >= 1, got {points}")
     if prompt_mode == "points" and (jitter_px or param == "jitter_px"):
-        raise BenchmarkError("jitter applies to box prompts (box-mid, box-2d, box3d), not to points")
-    base = dict(prompt_mode=prompt_mode, jitter_px=float(jitter_px), n_points=int(points))
+        raise BenchmarkError("jitter applies to box prompts (box-mid, box-mid-z, box-2d, box3d), not to points")
+    if negatives is not None:
+        if prompt_mode != "points":
+            raise BenchmarkError("--negatives applies to point prompts (--prompt points or --sweep points)")
+        if int(negatives) != negatives or negatives < 0:
+            raise BenchmarkError(f"--negatives must be an integer >= 0, got {negatives}")
+        counts = [int(v) for v in (values or SWEEPS["points"])] if param == "points" else [int(points)]
+        if any(negatives >= n for n in counts):
+            raise BenchmarkError(f"--negatives {negatives} leaves no positive click with {min(counts)} point(s)")
+        negatives = int(negatives)
+    base = dict(prompt_mode=prompt_mode, jitter_px=float(jitter_px), n_points=int(points), negatives=negatives)
     if param is None:
         if values:
             raise BenchmarkError("sweep values given without a sweep")
@@ -364,7 +376,8 @@ def _run_config(dataset: Dataset, cases: list[Case], model: str, checkpoint, see
             "segment_mode": first.segment_mode,
             "jitter_px": first.jitter_px,
             "points": first.n_points,
-            "positive_points": "ceil(points / 2)",
+            "negatives": first.negatives,
+            "positive_points": "ceil(points / 2)" if first.negatives is None else f"points - {first.negatives}",
             "negative_band_px": list(NEGATIVE_BAND_PX),
         },
         "sweep": None if sweep is None else {"param": sweep, "values": [s.value for s in settings]},
@@ -395,6 +408,7 @@ def run_benchmark(
     prompt_mode: str = "box-mid",
     jitter_px: float = 0.0,
     points: int = 5,
+    negatives: Optional[int] = None,
     seed: int = 0,
     sweep: Optional[str] = None,
     sweep_values: Optional[Sequence] = None,
@@ -414,10 +428,12 @@ def run_benchmark(
         segmenter: the model (``segmenter.name`` is recorded as the model name).
         out_dir: the run folder (created; see the module docstring for its files).
         prompt_mode: ``"box-mid"`` (box on the middle slice, 3D propagation),
+            ``"box-mid-z"`` (the same box chained over the label's true z-range),
             ``"box-2d"`` (box on every slice, 2D), ``"box3d"`` (challenge 3D box),
             ``"points"`` (clicks on the middle slice, 3D propagation).
         jitter_px: box jitter, pixels (box modes).
         points: clicks per object (points mode): ``ceil(n/2)`` positive, the rest negative.
+        negatives: how many clicks are negative instead (e.g. 3 + 1 with ``points=4, negatives=1``).
         seed: seeds every prompt (with the case id, label and mode), >= 0.
         sweep: None, ``"points"``, ``"jitter_px"`` (``"jitter"``), ``"input_size"``
             (``"input-size"``; only for backends declaring ``Capability.RESIZABLE_INPUT``),
@@ -453,7 +469,7 @@ def run_benchmark(
     if not (math.isfinite(float(tolerance_mm)) and tolerance_mm >= 0):
         raise BenchmarkError(f"--tolerance-mm must be >= 0, got {tolerance_mm}")
     param = canonical_sweep(sweep)
-    settings = sweep_settings(prompt_mode, jitter_px, points, param, sweep_values)
+    settings = sweep_settings(prompt_mode, jitter_px, points, param, sweep_values, negatives)
     cases = list(dataset.cases)
     if limit is not None:
         if int(limit) < 1:
@@ -539,7 +555,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
     case = data.case
     volume, reference = data.volume, data.reference
     prompts = simulate_prompts(reference, setting.prompt_mode, seed=seed, case_id=case.case_id, values=labels,
-                               names=names, jitter_px=setting.jitter_px, n_points=setting.n_points)
+                               names=names, jitter_px=setting.jitter_px, n_points=setting.n_points,
+                               negatives=setting.negatives)
     present = [p.label for p in prompts]
     if not present:
         log.warning("case %s: no label to prompt%s", case.case_id, f" among {labels}" if labels else "")
@@ -589,7 +606,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
             rows.append(row)
     record = {
         "case": case.case_id, "setting": setting.name, "prompt_mode": setting.prompt_mode, "segment_mode": mode,
-        "jitter_px": setting.jitter_px, "points": setting.n_points, "input_size": setting.input_size,
+        "jitter_px": setting.jitter_px, "points": setting.n_points, "negatives": setting.negatives,
+        "input_size": setting.input_size,
         "aggregate": setting.aggregate, "seed": int(seed),
         "prediction": str(pred_path.relative_to(out)), "prompts": str(prompt_path.relative_to(out)),
         "finished": _now(), "rows": rows,
