@@ -69,6 +69,9 @@ def register(sub) -> None:
                     help="run once per value: points 1,5,10,20; jitter 0,5,10,20 px; input-size (backends that "
                     "allow it); aggregate avg,max of the logits over each case's phases")
     sw.add_argument("--sweep-values", metavar="V1,V2,...", help="values of the sweep instead of the defaults")
+    sg = p.add_argument_group("segmentation")
+    sg.add_argument("--refine-prompt", action="store_true",
+                    help="decode each prompted slice again from the box of the model's own mask (as segment)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--tolerance-mm", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
     ev.add_argument("--labels", metavar="L1,L2,...", help="only these label values (default: all labels of each reference)")
@@ -115,6 +118,7 @@ def run(args) -> int:
         negatives=args.negatives,
         seed=args.seed, sweep=sweep, sweep_values=values, tolerance_mm=args.tolerance_mm, labels=labels,
         limit=args.limit, checkpoint=args.checkpoint, progress=not args.no_progress, overwrite=args.overwrite,
+        segment_options={"refine_prompt": True} if args.refine_prompt else None,
     )
     from ..evaluation.summary import format_table, summarize
 

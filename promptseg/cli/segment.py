@@ -79,6 +79,9 @@ def register(sub) -> None:
     m.add_argument("--largest-component", action="store_true",
                    help="memory propagation: keep each object's largest 3D connected component (as MedSAM2's inference)")
     m.add_argument("--z-range", metavar="z0,z1", help="propagate exactly over slices z0..z1 (turns the automatic stop off)")
+    m.add_argument("--refine-prompt", action="store_true",
+                   help="decode the prompted slice again from the box of the model's own mask (helps boxes a few "
+                        "pixels off with LiteMedSAM and point-only prompts; see docs/quality.md)")
     m.add_argument("--stop-extent", type=float, default=1.0, metavar="F",
                    help="stop rule: expected reach as a multiple of half the prompt box's larger side (default 1.0)")
     m.add_argument("--stop-iou", type=float, default=0.5, metavar="F",
@@ -140,7 +143,7 @@ def run(args) -> int:
                                 precision=args.precision)
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
-                     memory_options=memory_options or None)
+                     memory_options=memory_options or None, refine_prompt=args.refine_prompt)
     path = save_dicom(args, result, volume) if args.format else result.save(args.output)
     for line, obj in zip(result.summary_lines(), result.objects):
         print(line)

@@ -69,7 +69,7 @@ SWEEPS: dict[str, list] = {
 _SWEEP_ALIASES = {"jitter": "jitter_px", "input-size": "input_size", "jitter-px": "jitter_px"}
 #: run.json keys that must match for a run to be resumed
 _CONFIG_KEYS = ("dataset", "dataset_path", "model", "checkpoint", "seed", "prompt", "sweep", "labels",
-                "tolerance_mm", "cases", "label_names")
+                "tolerance_mm", "cases", "label_names", "segment_options")
 _RUN_FILES = ("run.json", "metrics.csv", "summary.json")
 _RUN_FOLDERS = ("prompts", "predictions", "units")
 
@@ -279,6 +279,8 @@ def _clear_run(out: Path) -> None:
 def _first_difference(old: dict, new: dict) -> str:
     for key in _CONFIG_KEYS:
         a, b = old.get(key), new.get(key)
+        if key == "segment_options":  # runs written before the option existed used none
+            a, b = a or {}, b or {}
         if a != b:
             if key == "cases":
                 return "the case list"
@@ -417,6 +419,7 @@ def run_benchmark(
     limit: Optional[int] = None,
     checkpoint: Optional[str | Path] = None,
     stop_rule=None,
+    segment_options: Optional[dict] = None,
     progress: bool = True,
     resume: bool = True,
     overwrite: bool = False,
@@ -444,6 +447,8 @@ def run_benchmark(
         limit: only the first ``limit`` cases.
         checkpoint: recorded in run.json (the segmenter is already built).
         stop_rule: :class:`~promptseg.inference.StopRule` for 3D propagation (default rule).
+        segment_options: more keyword options of :func:`promptseg.segment` (e.g.
+            ``{"refine_prompt": True}``); recorded in run.json, and a run resumes only with the same.
         progress: show a progress bar over the units.
         resume: skip units a previous run of the same settings completed
             (False: redo them all, replacing their files).
@@ -490,7 +495,9 @@ def run_benchmark(
             f"--sweep aggregate needs cases with phases (co-registered images); none of the {len(cases)} case(s) has any"
         )
     out = Path(out_dir)
+    segment_options = dict(segment_options or {})
     config = _run_config(dataset, cases, model_name, checkpoint, seed, settings, param, labels, tolerance_mm)
+    config["segment_options"] = segment_options
     doc = _prepare_run_dir(out, config, overwrite)
     names = dataset.label_names
 
@@ -524,7 +531,7 @@ def run_benchmark(
                     continue
                 bar.set_postfix_str(f"{case.case_id} {setting.name}".strip())
                 record = _run_unit(out, data, setting, seed, labels, names, tolerance_mm, model_for(setting),
-                                   stop_rule, phase_cache, case_metrics, dataset.name, model_name)
+                                   stop_rule, phase_cache, case_metrics, dataset.name, model_name, segment_options)
                 records[key] = record
                 write_metrics(all_rows(), out / "metrics.csv", COLUMNS)
                 bar.update(1)
@@ -550,7 +557,7 @@ def run_benchmark(
 
 def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, names: dict[int, str],
               tolerance_mm: float, model: Segmenter, stop_rule, phase_cache: dict, case_metrics,
-              dataset_name: str, model_name: str) -> dict:
+              dataset_name: str, model_name: str, segment_options: Optional[dict] = None) -> dict:
     """Segment, save and measure one (case, setting); returns its record (already written)."""
     case = data.case
     volume, reference = data.volume, data.reference
@@ -568,7 +575,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
         prediction = np.zeros(volume.shape, dtype=np.uint8)
         seconds = 0.0
     elif setting.aggregate is None:
-        result = segment(volume, prompts, model, mode=mode, stop_rule=stop_rule, progress=False)
+        result = segment(volume, prompts, model, mode=mode, stop_rule=stop_rule, progress=False,
+                         **(segment_options or {}))
         prediction, encoded = result.labels.array, len(result.encoded_slices)
         seconds = time.perf_counter() - started
     else:
@@ -576,7 +584,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
         if cache_key not in phase_cache:
             per_phase, encoded = [], 0
             for vol in data.phase_volumes:
-                result = segment(vol, prompts, model, mode=mode, stop_rule=stop_rule, progress=False)
+                result = segment(vol, prompts, model, mode=mode, stop_rule=stop_rule, progress=False,
+                                 **(segment_options or {}))
                 per_phase.append(result.objects)
                 encoded += len(result.encoded_slices)
             phase_cache[cache_key] = (per_phase, time.perf_counter() - started, encoded)
