@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 
 FUZZ_INPUTS ?= 10000
 
-.PHONY: demo test bench fuzz web venv clean
+.PHONY: demo test bench quality fuzz web venv clean
 
 venv: $(STAMP)
 
