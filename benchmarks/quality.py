@@ -124,6 +124,14 @@ def _dice_by_case(run: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _finished(run: Path, case: str):
+    """Dice of ``case`` in a finished run folder, or None when the folder holds no complete run."""
+    try:
+        return _dice_by_case(run)[""][case]
+    except Exception:  # absent or incomplete run folder: it is (re)done
+        return None
+
+
 def benchmark_model(manifest: Path, runs: Path, model: str, seeds: int, checkpoint=None, tag: str = "",
                     variants=VARIANTS) -> dict:
     """Every prompt setting for one model and each variant; returns ``{variant: {measure: {case: dice}}}``."""
@@ -192,9 +200,20 @@ def finetune_loco(manifest: Path, runs: Path, model: str, modes=("decoder", "lor
             case = held.case_id
             one = dataclasses.replace(dataset, cases=[held])
             if case not in before:
+                before[case] = _finished(root / "before" / case, case)
+            if before[case] is None:
                 run = run_benchmark(one, base, root / "before" / case, prompt_mode="box-mid", progress=False)
                 before[case] = _dice_by_case(run)[""][case]
             folder = root / mode / case
+            done = _finished(folder / "after", case)
+            if done is not None:  # resumed: this held-out case was finished by an earlier run
+                out[mode][case] = (before[case], done)
+                print(f"finetune {model} {mode} held out {case}: {before[case]:.3f} -> {done:.3f} (earlier run)",
+                      flush=True)
+                continue
+            if folder.exists():  # an interrupted fine-tune starts again from scratch
+                import shutil
+                shutil.rmtree(folder)
             split = write_split({"seed": 0, "unit": "case", "train": [c.case_id for c in dataset.cases if c is not held],
                                  "val": [], "test": [case]}, folder / "split.json")
             overrides = [f"model.name={model}", f"data.prepared={prepared}", f"data.split={split}",
