@@ -186,9 +186,9 @@ def test_models_without_automatic_mode_are_refused(tiny, volume):
                           ("sam2.1-hiera-tiny", "has no automatic"), ("medsam2", "has no automatic")]:
         with pytest.raises(ModelError, match=message):
             check_model(name)
-    with pytest.raises(ModelError, match="unknown model 'sam9'; automatic masks need sam-vit-b, sam-vit-l or sam-vit-h"):
+    with pytest.raises(ModelError, match="unknown model 'sam9'; automatic masks need sam-vit-b, sam-vit-l, sam-vit-h or mobilesam"):
         check_model("sam9")
-    for name in ("sam-vit-b", "sam-vit-l", "sam-vit-h"):
+    for name in ("sam-vit-b", "sam-vit-l", "sam-vit-h", "mobilesam"):
         check_model(name)
 
 
@@ -258,7 +258,7 @@ def test_cli_2d_png_in_png_out(tmp_path, tiny, grey, tiny_registry, capsys):
     (["--model", "medsam-vit-b"], "model medsam-vit-b was trained with box prompts and single-mask output only"),
     (["--model", "litemedsam"], "model litemedsam has no automatic mask generation"),
     (["--model", "sam2.1-hiera-tiny"], "model sam2.1-hiera-tiny has no automatic mask generation"),
-    (["--model", "sam9"], "unknown model 'sam9'; automatic masks need sam-vit-b, sam-vit-l or sam-vit-h"),
+    (["--model", "sam9"], "unknown model 'sam9'; automatic masks need sam-vit-b, sam-vit-l, sam-vit-h or mobilesam"),
     (["--slice", "2"], "model sam-vit-b needs weights: --checkpoint FILE (sam_vit_b_01ec64.pth from"),
     (["--slice", "2", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth (sam-vit-b expects"),
     (["--checkpoint", "x.pth"], "say which slice to segment: --slice Z (0..4)"),
@@ -284,5 +284,5 @@ def test_cli_help_teaches(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0
     assert "without prompts" in out and "examples:" in out and "promptseg auto ct.nii.gz" in out
-    assert "sam-vit-b, sam-vit-l, sam-vit-h" in out and "MedSAM and LiteMedSAM" in out
+    assert "sam-vit-b, sam-vit-l, sam-vit-h" in out and "mobilesam" in out and "MedSAM and LiteMedSAM" in out
     assert "--points-per-side" in out and "--summary" in out

@@ -150,6 +150,20 @@ def test_points_sweep_records_the_clicks_it_used(dataset, tmp_path):
     assert json.loads((out / "run.json").read_text())["prompt"]["mode"] == "points"
 
 
+def test_points_with_negatives_are_recorded_and_checked(dataset, tmp_path):
+    out = B.run_benchmark(dataset, ThresholdSegmenter(), tmp_path / "run", prompt_mode="points", points=4, negatives=1,
+                          limit=1, progress=False)
+    prompt = load_prompt_file(out / "prompts" / "c0.json")[0]
+    assert [p.positive for p in prompt.slices[prompt.start_slice].points] == [True, True, True, False]
+    run = json.loads((out / "run.json").read_text())["prompt"]
+    assert run["negatives"] == 1 and run["positive_points"] == "points - 1"
+    for kwargs, message in [(dict(negatives=1), "applies to point prompts"),
+                            (dict(prompt_mode="points", points=1, negatives=1), "leaves no positive click"),
+                            (dict(sweep="points", negatives=1), "leaves no positive click with 1 point")]:
+        with pytest.raises(B.BenchmarkError, match=message):
+            B.run_benchmark(dataset, ThresholdSegmenter(), tmp_path / "bad", progress=False, **kwargs)
+
+
 class SizedFake(ThresholdSegmenter):
     """A fake whose input size can change (the fixed-size LiteMedSAM cannot)."""
 

@@ -297,6 +297,10 @@ def test_every_output_carries_its_provenance_and_probabilities(tmp_path, capsys,
     assert main(["segment", str(scan), "-o", str(tmp_path / "x.nii.gz"), "--box", "38,8,59,31", "--slice", "2",
                  "--probabilities", str(tmp_path / "x.png")]) == 2
     assert "probabilities are float32 images; name them .nii.gz / .nii / .nrrd / .mha / .mhd" in capsys.readouterr().err
+    assert main(["segment", str(scan), "-o", str(tmp_path / "y.nii.gz"), "--box", "38,8,59,31", "--slice", "2",
+                 "--probabilities"]) == 2
+    assert "--probabilities needs a file name (e.g. --probabilities prob.nii.gz) for one image" in capsys.readouterr().err
+    assert not (tmp_path / "y.nii.gz").exists()
 
 
 def test_the_intensity_record_says_which_rule_ran():

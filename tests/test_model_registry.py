@@ -15,7 +15,7 @@ from promptseg.models.sam2 import HIERA_SIZES
 from promptseg.models.sam2 import VARIANTS as SAM2_VARIANTS
 
 EXPECTED = {
-    "litemedsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "medsam-vit-b",
+    "litemedsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "medsam-vit-b", "mobilesam",
     *(f"{family}-hiera-{size}" for family in ("sam2", "sam2.1") for size in ("tiny", "small", "base-plus", "large")),
     "medsam2",
 }
@@ -30,7 +30,7 @@ def test_every_family_is_registered_with_its_checkpoint_and_source(capsys):
     for name, spec in MODELS.items():
         assert f"\n{name}\n" in f"\n{listing}"
         assert spec.checkpoint in listing and spec.normalisation in listing
-        assert spec.needs_checkpoint == (name != "litemedsam")
+        assert spec.needs_checkpoint == (name not in ("litemedsam", "mobilesam"))  # weights in a package
         assert ("memory" in spec.propagation) == (name.startswith("sam2") or name == "medsam2")
         block = f"\n{listing}".split(f"\n{name}\n", 1)[1]
         also = block.split("  also: ", 1)[1].splitlines()[0]
@@ -89,11 +89,14 @@ def test_preparing_samples_needs_no_weights(name):
 
 def _segmenter_class(name):
     from promptseg.models.litemedsam import LiteMedSAM
+    from promptseg.models.mobilesam import MobileSamSegmenter
     from promptseg.models.sam import SamSegmenter
     from promptseg.models.sam2 import SAM2Segmenter
 
     if name == "litemedsam":
         return LiteMedSAM
+    if name == "mobilesam":
+        return MobileSamSegmenter
     return SamSegmenter if name in SAM_VARIANTS else SAM2Segmenter
 
 
@@ -116,7 +119,7 @@ def test_every_declared_capability_comes_with_its_interface(name):
         expected.add(Capability.MEMORY_PROPAGATION)
     else:
         expected.add(Capability.CACHED_EMBEDDINGS)
-    if name in SAM_VARIANTS and SAM_VARIANTS[name].automatic:
+    if (name in SAM_VARIANTS and SAM_VARIANTS[name].automatic) or name == "mobilesam":
         expected.add(Capability.AUTOMATIC_MASKS)
     assert spec.capabilities == frozenset(expected)
 
@@ -129,7 +132,7 @@ def test_a_missing_capability_is_one_line_before_anything_loads():
     with pytest.raises(ModelError, match=r"^model litemedsam has no memory propagation: use --propagation chain$"):
         require("litemedsam", Capability.MEMORY_PROPAGATION, "use --propagation chain")
     with pytest.raises(ModelError, match=r"model medsam-vit-b has no automatic mask generation \(backends that have "
-                                         r"it: sam-vit-b, sam-vit-l, sam-vit-h\)"):
+                                         r"it: sam-vit-b, sam-vit-l, sam-vit-h, mobilesam\)"):
         require("medsam-vit-b", Capability.AUTOMATIC_MASKS)
     with pytest.raises(ModelError, match="unknown model 'sam9'"):
         require("sam9", Capability.FINE_TUNING)

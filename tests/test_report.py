@@ -413,3 +413,23 @@ def test_cli(runs, tmp_path, capsys):
     assert "promptseg report runs/" in capsys.readouterr().out
 
 
+
+
+def test_per_case_heatmap_and_runs_told_apart_by_their_segmentation_options(tmp_path):
+    from promptseg.reporting.figures import median_table
+
+    cases = ("lung1", "brain2", "breast1")
+    plain = write_run(tmp_path / "plain", [row("real", "litemedsam", c, d) for c, d in zip(cases, (0.8, 0.5, 0.4))],
+                      "real", "litemedsam")
+    refined = write_run(tmp_path / "refined", [row("real", "litemedsam", c, d) for c, d in zip(cases, (0.9, 0.45, 0.4))],
+                        "real", "litemedsam", segment_options={"refine_prompt": True})
+    text = build_report([plain, refined], tmp_path / "report", best_worst=0).read_text(encoding="utf-8")
+    assert "## Dice per case and model" in text
+    assert_png(tmp_path / "report" / "figures" / "heatmap_dice_cases.png")
+    assert "litemedsam +refine-prompt" in text
+    # the numbers behind the heatmap: one row per case, one column per configuration
+    rows = [dict(r, column="litemedsam" if i < 3 else "litemedsam +refine-prompt")
+            for i, r in enumerate(row("real", "litemedsam", c, d) for c, d in
+                                  zip(cases * 2, (0.8, 0.5, 0.4, 0.9, 0.45, 0.4)))]
+    table = median_table(rows, "dice", index="case", columns="column")
+    assert table.rows == list(cases) and table.values[:, 1].tolist() == [0.9, 0.45, 0.4]

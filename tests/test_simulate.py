@@ -123,6 +123,24 @@ def test_points_on_the_real_breast1_lesion():
     assert [reference[z, int(p.y), int(p.x)] for p in sp.points] == [True] * 5 + [False] * 5
 
 
+def test_points_with_a_given_number_of_negatives_three_positive_one_negative():
+    ref = blob_volume() == 1
+    sp = S.points(ref, 4, np.random.default_rng(1), negatives=1).slices[2]
+    assert [p.positive for p in sp.points] == [True, True, True, False]
+    assert [p.positive for p in S.points(ref, 3, np.random.default_rng(1), negatives=0).slices[2].points] == [True] * 3
+    for bad in (4, -1, 1.5):
+        with pytest.raises(ValueError, match="negatives must be an integer in 0..3"):
+            S.points(ref, 4, np.random.default_rng(1), negatives=bad)
+
+
+def test_box_mid_z_is_the_box_mid_box_with_the_true_z_range():
+    labels = blob_volume()
+    for jitter in (0, 4):
+        plain, = S.simulate_prompts(labels, "box-mid", seed=3, values=[1], jitter_px=jitter)
+        ranged, = S.simulate_prompts(labels, "box-mid-z", seed=3, values=[1], jitter_px=jitter)
+        assert ranged.slices == plain.slices and plain.z_range is None and ranged.z_range == (1, 4)
+
+
 def test_same_seed_same_prompt_and_independent_of_other_labels():
     labels = blob_volume()
     a = S.simulate_prompts(labels, "points", seed=7, case_id="c1", n_points=10)

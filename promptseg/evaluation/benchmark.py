@@ -69,7 +69,7 @@ SWEEPS: dict[str, list] = {
 _SWEEP_ALIASES = {"jitter": "jitter_px", "input-size": "input_size", "jitter-px": "jitter_px"}
 #: run.json keys that must match for a run to be resumed
 _CONFIG_KEYS = ("dataset", "dataset_path", "model", "checkpoint", "seed", "prompt", "sweep", "labels",
-                "tolerance_mm", "cases", "label_names")
+                "tolerance_mm", "cases", "label_names", "segment_options")
 _RUN_FILES = ("run.json", "metrics.csv", "summary.json")
 _RUN_FOLDERS = ("prompts", "predictions", "units")
 
@@ -89,9 +89,10 @@ class Setting:
         name: ``""`` without sweep, else ``"<param>=<value>"`` (e.g. ``"jitter_px=5"``);
             also the sub-folder of the setting's files.
         param, value: the swept parameter and its value (None without sweep).
-        prompt_mode: ``"box-mid"``, ``"box-2d"``, ``"box3d"`` or ``"points"``.
+        prompt_mode: ``"box-mid"``, ``"box-mid-z"``, ``"box-2d"``, ``"box3d"`` or ``"points"``.
         jitter_px: box jitter, pixels.
         n_points: clicks per object (points mode).
+        negatives: how many of the clicks are negative (None: ``floor(n_points / 2)``).
         input_size: model input size, pixels (None = the model's own).
         aggregate: ``"avg"`` / ``"max"`` over the case's phases, or None (primary image only).
     """
@@ -104,6 +105,7 @@ class Setting:
     n_points: int
     input_size: Optional[int] = None
     aggregate: Optional[str] = None
+    negatives: Optional[int] = None
 
     @property
     def segment_mode(self) -> str:
@@ -166,6 +168,7 @@ def sweep_settings(
     points: int = 5,
     sweep: Optional[str] = None,
     values: Optional[Sequence] = None,
+    negatives: Optional[int] = None,
 ) -> list[Setting]:
     """The settings of a run, in order.
 
@@ -185,8 +188,17 @@ def sweep_settings(
     if int(points) != points or points < 1:
         raise BenchmarkError(f"--points must be an integer >= 1, got {points}")
     if prompt_mode == "points" and (jitter_px or param == "jitter_px"):
-        raise BenchmarkError("jitter applies to box prompts (box-mid, box-2d, box3d), not to points")
-    base = dict(prompt_mode=prompt_mode, jitter_px=float(jitter_px), n_points=int(points))
+        raise BenchmarkError("jitter applies to box prompts (box-mid, box-mid-z, box-2d, box3d), not to points")
+    if negatives is not None:
+        if prompt_mode != "points":
+            raise BenchmarkError("--negatives applies to point prompts (--prompt points or --sweep points)")
+        if int(negatives) != negatives or negatives < 0:
+            raise BenchmarkError(f"--negatives must be an integer >= 0, got {negatives}")
+        counts = [int(v) for v in (values or SWEEPS["points"])] if param == "points" else [int(points)]
+        if any(negatives >= n for n in counts):
+            raise BenchmarkError(f"--negatives {negatives} leaves no positive click with {min(counts)} point(s)")
+        negatives = int(negatives)
+    base = dict(prompt_mode=prompt_mode, jitter_px=float(jitter_px), n_points=int(points), negatives=negatives)
     if param is None:
         if values:
             raise BenchmarkError("sweep values given without a sweep")
@@ -267,6 +279,8 @@ def _clear_run(out: Path) -> None:
 def _first_difference(old: dict, new: dict) -> str:
     for key in _CONFIG_KEYS:
         a, b = old.get(key), new.get(key)
+        if key == "segment_options":  # runs written before the option existed used none
+            a, b = a or {}, b or {}
         if a != b:
             if key == "cases":
                 return "the case list"
@@ -368,7 +382,8 @@ def _run_config(dataset: Dataset, cases: list[Case], model: str, checkpoint, see
             "segment_mode": first.segment_mode,
             "jitter_px": first.jitter_px,
             "points": first.n_points,
-            "positive_points": "ceil(points / 2)",
+            "negatives": first.negatives,
+            "positive_points": "ceil(points / 2)" if first.negatives is None else f"points - {first.negatives}",
             "negative_band_px": list(NEGATIVE_BAND_PX),
         },
         "sweep": None if sweep is None else {"param": sweep, "values": [s.value for s in settings]},
@@ -399,6 +414,7 @@ def run_benchmark(
     prompt_mode: str = "box-mid",
     jitter_px: float = 0.0,
     points: int = 5,
+    negatives: Optional[int] = None,
     seed: int = 0,
     sweep: Optional[str] = None,
     sweep_values: Optional[Sequence] = None,
@@ -407,6 +423,7 @@ def run_benchmark(
     limit: Optional[int] = None,
     checkpoint: Optional[str | Path] = None,
     stop_rule=None,
+    segment_options: Optional[dict] = None,
     progress: bool = True,
     resume: bool = True,
     overwrite: bool = False,
@@ -418,10 +435,12 @@ def run_benchmark(
         segmenter: the model (``segmenter.name`` is recorded as the model name).
         out_dir: the run folder (created; see the module docstring for its files).
         prompt_mode: ``"box-mid"`` (box on the middle slice, 3D propagation),
+            ``"box-mid-z"`` (the same box chained over the label's true z-range),
             ``"box-2d"`` (box on every slice, 2D), ``"box3d"`` (challenge 3D box),
             ``"points"`` (clicks on the middle slice, 3D propagation).
         jitter_px: box jitter, pixels (box modes).
         points: clicks per object (points mode): ``ceil(n/2)`` positive, the rest negative.
+        negatives: how many clicks are negative instead (e.g. 3 + 1 with ``points=4, negatives=1``).
         seed: seeds every prompt (with the case id, label and mode), >= 0.
         sweep: None, ``"points"``, ``"jitter_px"`` (``"jitter"``), ``"input_size"``
             (``"input-size"``; only for backends declaring ``Capability.RESIZABLE_INPUT``),
@@ -432,6 +451,8 @@ def run_benchmark(
         limit: only the first ``limit`` cases.
         checkpoint: recorded in run.json (the segmenter is already built).
         stop_rule: :class:`~promptseg.inference.StopRule` for 3D propagation (default rule).
+        segment_options: more keyword options of :func:`promptseg.segment` (e.g.
+            ``{"refine_prompt": True}``); recorded in run.json, and a run resumes only with the same.
         progress: show a progress bar over the units.
         resume: skip units a previous run of the same settings completed
             (False: redo them all, replacing their files).
@@ -457,7 +478,7 @@ def run_benchmark(
     if not (math.isfinite(float(tolerance_mm)) and tolerance_mm >= 0):
         raise BenchmarkError(f"--tolerance-mm must be >= 0, got {tolerance_mm}")
     param = canonical_sweep(sweep)
-    settings = sweep_settings(prompt_mode, jitter_px, points, param, sweep_values)
+    settings = sweep_settings(prompt_mode, jitter_px, points, param, sweep_values, negatives)
     cases = list(dataset.cases)
     if limit is not None:
         if int(limit) < 1:
@@ -480,7 +501,9 @@ def run_benchmark(
     from ..io.guard import check_output_folder
 
     out = check_output_folder(out_dir, inputs=[*dataset.files(), checkpoint], writes=RUN_FILES)
+    segment_options = dict(segment_options or {})
     config = _run_config(dataset, cases, model_name, checkpoint, seed, settings, param, labels, tolerance_mm)
+    config["segment_options"] = segment_options
     doc = _prepare_run_dir(out, config, overwrite)
     names = dataset.label_names
 
@@ -514,7 +537,7 @@ def run_benchmark(
                     continue
                 bar.set_postfix_str(f"{case.case_id} {setting.name}".strip())
                 record = _run_unit(out, data, setting, seed, labels, names, tolerance_mm, model_for(setting),
-                                   stop_rule, phase_cache, case_metrics, dataset.name, model_name)
+                                   stop_rule, phase_cache, case_metrics, dataset.name, model_name, segment_options)
                 records[key] = record
                 write_metrics(all_rows(), out / "metrics.csv", COLUMNS)
                 bar.update(1)
@@ -540,12 +563,13 @@ def run_benchmark(
 
 def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, names: dict[int, str],
               tolerance_mm: float, model: Segmenter, stop_rule, phase_cache: dict, case_metrics,
-              dataset_name: str, model_name: str) -> dict:
+              dataset_name: str, model_name: str, segment_options: Optional[dict] = None) -> dict:
     """Segment, save and measure one (case, setting); returns its record (already written)."""
     case = data.case
     volume, reference = data.volume, data.reference
     prompts = simulate_prompts(reference, setting.prompt_mode, seed=seed, case_id=case.case_id, values=labels,
-                               names=names, jitter_px=setting.jitter_px, n_points=setting.n_points)
+                               names=names, jitter_px=setting.jitter_px, n_points=setting.n_points,
+                               negatives=setting.negatives)
     present = [p.label for p in prompts]
     if not present:
         log.warning("case %s: no label to prompt%s", case.case_id, f" among {labels}" if labels else "")
@@ -557,7 +581,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
         prediction = np.zeros(volume.shape, dtype=np.uint8)
         seconds = 0.0
     elif setting.aggregate is None:
-        result = segment(volume, prompts, model, mode=mode, stop_rule=stop_rule, progress=False)
+        result = segment(volume, prompts, model, mode=mode, stop_rule=stop_rule, progress=False,
+                         **(segment_options or {}))
         prediction, encoded = result.labels.array, len(result.encoded_slices)
         seconds = time.perf_counter() - started
     else:
@@ -565,7 +590,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
         if cache_key not in phase_cache:
             per_phase, encoded = [], 0
             for vol in data.phase_volumes:
-                result = segment(vol, prompts, model, mode=mode, stop_rule=stop_rule, progress=False)
+                result = segment(vol, prompts, model, mode=mode, stop_rule=stop_rule, progress=False,
+                                 **(segment_options or {}))
                 per_phase.append(result.objects)
                 encoded += len(result.encoded_slices)
             phase_cache[cache_key] = (per_phase, time.perf_counter() - started, encoded)
@@ -595,7 +621,8 @@ def _run_unit(out: Path, data: _CaseData, setting: Setting, seed: int, labels, n
             rows.append(row)
     record = {
         "case": case.case_id, "setting": setting.name, "prompt_mode": setting.prompt_mode, "segment_mode": mode,
-        "jitter_px": setting.jitter_px, "points": setting.n_points, "input_size": setting.input_size,
+        "jitter_px": setting.jitter_px, "points": setting.n_points, "negatives": setting.negatives,
+        "input_size": setting.input_size,
         "aggregate": setting.aggregate, "seed": int(seed),
         "prediction": str(pred_path.relative_to(out)), "prompts": str(prompt_path.relative_to(out)),
         "finished": _now(), "rows": rows,

@@ -8,13 +8,16 @@ records exactly what the model was given. Coordinates are voxel indices
 (x = column, y = row, z = slice), as everywhere in promptseg.
 
 * :func:`box_middle_slice` -- the tight box on the object's middle slice
-  (3D propagation from there; ``box-mid``);
+  (3D propagation from there; ``box-mid``), or the same box with the object's
+  true z-range (``box-mid-z``: chaining over the reference slices, no automatic
+  stop -- the reference the automatic stop is measured against);
 * :func:`boxes_every_slice` -- the tight box on every slice the object is on
   (each slice segmented on its own; ``box-2d``);
 * :func:`box3d` -- the LiteMedSAM challenge's 3D box ``x0,y0,z0,x1,y1,z1``
   (``box3d``);
 * :func:`points` -- ``n`` clicks on the middle slice, positive inside the
-  object and negative just outside it (``points``).
+  object and negative just outside it (``points``; ``ceil(n / 2)`` positive
+  unless the number of negatives is given).
 
 Box jitter: each of ``x0, y0, x1, y1`` moves by an integer offset drawn
 uniformly from ``-floor(jitter)..floor(jitter)`` pixels, independently; the
@@ -55,7 +58,7 @@ from ..errors import PromptError
 from ..prompts import Box, ObjectPrompt, Point, box_from_mask, make_object
 
 #: the prompt forms :func:`simulate_prompts` knows, and the segmentation mode each needs
-PROMPT_MODES = {"box-mid": "3d", "box-2d": "2d", "box3d": "3d", "points": "3d"}
+PROMPT_MODES = {"box-mid": "3d", "box-mid-z": "3d", "box-2d": "2d", "box3d": "3d", "points": "3d"}
 #: negative clicks lie at a distance in (near, far] pixels from the object
 NEGATIVE_BAND_PX = (2.0, 12.0)
 
@@ -144,16 +147,19 @@ def jitter_box(box: Sequence[float], jitter_px: float, rng: Optional[np.random.G
 
 def box_middle_slice(
     ref: np.ndarray, jitter_px: float = 0.0, rng: Optional[np.random.Generator] = None, *,
-    label: int = 1, name: Optional[str] = None,
+    label: int = 1, name: Optional[str] = None, with_z_range: bool = False,
 ) -> ObjectPrompt:
     """The tight box on the object's middle slice (see :func:`middle_slice`), jittered.
 
-    Segment it with ``mode="3d"`` (propagation with the automatic stop).
+    Segment it with ``mode="3d"``: propagation with the automatic stop, or -- with
+    ``with_z_range`` -- over the object's first to last slice (``box-mid-z``).
     """
     ref = _as_mask(ref)
     z = middle_slice(ref)
     box = jitter_box(box_from_mask(ref[z]), jitter_px, rng, ref.shape[1:])
-    return make_object(slice=z, box=box, label=label, name=name)
+    zs = object_slices(ref)
+    z_range = (int(zs[0]), int(zs[-1])) if with_z_range else None
+    return make_object(slice=z, box=box, label=label, name=name, z_range=z_range)
 
 
 def boxes_every_slice(
@@ -193,19 +199,23 @@ def box3d(
 
 def points(
     ref: np.ndarray, n: int, rng: np.random.Generator, *, label: int = 1, name: Optional[str] = None,
+    negatives: Optional[int] = None,
 ) -> ObjectPrompt:
-    """``n`` clicks on the middle slice: ``ceil(n/2)`` inside the object, ``floor(n/2)`` just outside.
+    """``n`` clicks on the middle slice: ``n - negatives`` inside the object, ``negatives`` just outside
+    (default ``floor(n/2)``, so ``ceil(n/2)`` inside).
 
     Positives come first, then negatives, in the order drawn. See the module
     docstring for where negatives are drawn. Segment with ``mode="3d"``.
     """
     if int(n) != n or n < 1:
         raise ValueError(f"the number of points must be an integer >= 1, got {n}")
+    if negatives is not None and (int(negatives) != negatives or not 0 <= negatives < n):
+        raise ValueError(f"negatives must be an integer in 0..{int(n) - 1} (at least one positive click), got {negatives}")
     ref = _as_mask(ref)
     z = middle_slice(ref)
     mask = ref[z]
-    n_pos = (int(n) + 1) // 2
-    n_neg = int(n) - n_pos
+    n_neg = int(n) // 2 if negatives is None else int(negatives)
+    n_pos = int(n) - n_neg
     rows, cols = np.nonzero(mask)
     pick = rng.choice(rows.size, size=n_pos, replace=n_pos > rows.size)
     clicks = [Point(float(cols[i]), float(rows[i]), True) for i in pick]
@@ -232,6 +242,7 @@ def simulate_prompts(
     names: Optional[dict[int, str]] = None,
     jitter_px: float = 0.0,
     n_points: int = 1,
+    negatives: Optional[int] = None,
 ) -> list[ObjectPrompt]:
     """One simulated prompt per label of a ``(Z, H, W)`` integer label map.
 
@@ -243,6 +254,7 @@ def simulate_prompts(
         names: ``{label: name}`` for the objects' names.
         jitter_px: box jitter (box modes).
         n_points: clicks per object (``points`` mode).
+        negatives: how many of them are negative (default ``floor(n_points / 2)``).
 
     Returns:
         Object prompts with ``label`` = the label value, in increasing label order.
@@ -258,15 +270,16 @@ def simulate_prompts(
     names = names or {}
     out = []
     for value in present:
-        rng = prompt_rng(seed, case_id, value, mode)
+        # box-mid-z draws the same box as box-mid: the two differ only by the z-range
+        rng = prompt_rng(seed, case_id, value, "box-mid" if mode == "box-mid-z" else mode)
         ref = labels == value
         name = names.get(value)
-        if mode == "box-mid":
-            out.append(box_middle_slice(ref, jitter_px, rng, label=value, name=name))
+        if mode in ("box-mid", "box-mid-z"):
+            out.append(box_middle_slice(ref, jitter_px, rng, label=value, name=name, with_z_range=mode == "box-mid-z"))
         elif mode == "box-2d":
             out.append(boxes_every_slice(ref, jitter_px, rng, label=value, name=name))
         elif mode == "box3d":
             out.append(box3d(ref, jitter_px, rng, label=value, name=name))
         else:
-            out.append(points(ref, n_points, rng, label=value, name=name))
+            out.append(points(ref, n_points, rng, label=value, name=name, negatives=negatives))
     return out

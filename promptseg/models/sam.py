@@ -216,18 +216,21 @@ class SamPreprocessing(GridPreprocessing):
     ``prepare_mask`` comes from :class:`~promptseg.models.sam_core.GridPreprocessing`.
 
     Args:
-        variant: a key of :data:`VARIANTS`.
+        variant: a key of :data:`VARIANTS`, or a :class:`Variant` of another family that
+            shares SAM's 1024 px pipeline (MobileSAM).
     """
 
     input_size = INPUT_SIZE
 
-    def __init__(self, variant: str = "sam-vit-b") -> None:
+    def __init__(self, variant: str | Variant = "sam-vit-b") -> None:
         from ..errors import ModelError
 
-        if variant not in VARIANTS:
-            raise ModelError(f"unknown SAM variant {variant!r}; available: {', '.join(VARIANTS)}")
-        self.variant = VARIANTS[variant]
-        self.name = variant
+        if isinstance(variant, str):
+            if variant not in VARIANTS:
+                raise ModelError(f"unknown SAM variant {variant!r}; available: {', '.join(VARIANTS)}")
+            variant = VARIANTS[variant]
+        self.variant = variant
+        self.name = variant.name
         self.normalisation = self.variant.normalisation
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -333,7 +336,7 @@ class SamSegmenter(SamPreprocessing, SamFamilySegmenter):
     def __init__(
         self,
         checkpoint: str | Path,
-        variant: str = "sam-vit-b",
+        variant: str | Variant = "sam-vit-b",
         device: str = "cpu",
         runtime: str = "auto",
         vit: ViTSize | None = None,
@@ -344,20 +347,25 @@ class SamSegmenter(SamPreprocessing, SamFamilySegmenter):
 
         super().__init__(variant)
         if checkpoint is None:
-            raise CheckpointError(f"model {variant} needs weights: --checkpoint FILE ({self.variant.checkpoint_text})")
+            raise CheckpointError(f"model {self.name} needs weights: --checkpoint FILE ({self.variant.checkpoint_text})")
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
-            raise CheckpointError(f"checkpoint not found: {self.checkpoint} ({variant} expects {self.variant.checkpoint_text})")
+            raise CheckpointError(f"checkpoint not found: {self.checkpoint} ({self.name} expects {self.variant.checkpoint_text})")
         self.device = resolve_device(device)
         self.box_margin = float(self.variant.box_margin if box_margin is None else box_margin)
         self.box_trained = self.normalisation == "medsam"
         self.capabilities = variant_capabilities(self.variant)
-        self.net = build_sam_network(vit if vit is not None else self.variant.vit)
+        self.net = self.build_network(vit)
         self.weights_digest = load_weights(self.net, self.checkpoint)
         self.net.eval().to(self.device)
         if int(self.net.image_encoder.img_size) != INPUT_SIZE:  # pragma: no cover - fixed upstream
-            raise ModelError(f"{variant}: expected a {INPUT_SIZE} px encoder")
+            raise ModelError(f"{self.name}: expected a {INPUT_SIZE} px encoder")
         self.runtime_kind = runtime
+
+    def build_network(self, vit: ViTSize | None = None):
+        """The upstream ``Sam`` module with random weights (the checkpoint is loaded after);
+        a family with another image encoder on SAM's prompt encoder and decoder overrides this."""
+        return build_sam_network(vit if vit is not None else self.variant.vit)
 
     # -- encoder --------------------------------------------------------------
     @functools.cached_property

@@ -7,6 +7,7 @@ montages) and writes into ``out_dir``::
     report.md            tables + figures, all links relative (the folder can be moved)
     report.html          the same page as plain HTML (with html=True)
     figures/heatmap_dice.png           median Dice per dataset x model
+    figures/heatmap_dice_cases.png     Dice per case x model (2 to MAX_CASE_ROWS cases)
     figures/boxplots_{dice,nsd,hd95}.png  per label and model
     figures/sweep_curves.png           only when a run sweeps a prompt setting
     figures/montages/<run>/{best,worst}N_<case>_label<L>.png
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 FIGURES = "figures"
 #: what :func:`build_report` writes into its folder
 REPORT_FILES = ("report.md", "report.html", FIGURES)
+#: the per-case heatmap is drawn up to this many cases
+MAX_CASE_ROWS = 40
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -187,7 +190,8 @@ def _assign_configs(runs: list[Run]) -> None:
 
     ``config`` is the model name, plus the prompt mode when runs use the same
     model with different prompt modes, plus the checkpoint's file stem when
-    they use different checkpoints, plus the run id when one dataset still has
+    they use different checkpoints, plus the segmentation options that are on
+    (``+refine-prompt``) when those differ, plus the run id when one dataset still has
     two runs with the same label (and the same swept parameter, or none).
     ``column`` adds the sweep setting.
     """
@@ -199,6 +203,7 @@ def _assign_configs(runs: list[Run]) -> None:
         modes = {str((r.info.get("prompt") or {}).get("mode", "")) if isinstance(r.info.get("prompt"), dict) else ""
                  for r in members}
         checkpoints = {str(r.info.get("checkpoint") or "") for r in members}
+        options = {_options_text(r) for r in members}
         for r in members:
             name = model
             if len(modes) > 1:
@@ -206,6 +211,8 @@ def _assign_configs(runs: list[Run]) -> None:
             if len(checkpoints) > 1:
                 ckpt = r.info.get("checkpoint")
                 name += f" [{Path(str(ckpt)).name.split('.')[0] if ckpt else 'bundled'}]"
+            if len(options) > 1 and _options_text(r):
+                name += f" {_options_text(r)}"
             configs[r.id] = name
     seen: dict[tuple[str, str, str], int] = {}
     key = lambda run: (run.dataset, configs[run.id], (run.sweep or {}).get("param", ""))  # noqa: E731
@@ -220,6 +227,12 @@ def _assign_configs(runs: list[Run]) -> None:
             row["config"] = configs[run.id]
             setting = row.get("setting", "")
             row["column"] = f"{configs[run.id]} {setting}" if setting else configs[run.id]
+
+
+def _options_text(run: Run) -> str:
+    """The run's segmentation options that are on, e.g. ``"+refine-prompt"`` (``""`` for none)."""
+    options = run.info.get("segment_options") or {}
+    return " ".join(f"+{k.replace('_', '-')}" for k, v in sorted(options.items()) if v)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -615,6 +628,13 @@ def build_report(run_dirs: Sequence[Union[str, Path]], out_dir, best_worst: int 
                "a prompt sweep shows in the sweep curves, and in the heatmap only where no run of the same model "
                "without a sweep exists (then with its best setting).")
         page.img(rel(path), "median Dice per dataset and model")
+        cases = {(r.get("dataset"), r.get("case")) for r in scored}
+        if 1 < len(cases) <= MAX_CASE_ROWS:
+            page.h(2, "Dice per case and model")
+            path = fig.dice_heatmap(scored, figdir / "heatmap_dice_cases.png", index="case", columns="column",
+                                    title="Dice per case (rows) and model (columns)")
+            page.p("Each cell: the median Dice over the case's labels (n). Sweep settings are separate columns.")
+            page.img(rel(path), "Dice per case and model")
 
     # ---- box plots
     box_figs = []
