@@ -18,6 +18,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import socket
@@ -101,9 +102,12 @@ def measure(repeats: int) -> dict:
     import httpx
     from fastapi.testclient import TestClient
 
-    model = promptseg.build_segmenter("litemedsam")  # as promptseg serve builds it
-    results: dict = {"decoder": "exported box decoder (OpenVINO)" if model.box_decoder is not None else "eager PyTorch",
-                     "encoder": model.encoder.name}
+    model = promptseg.build_segmenter("litemedsam", precision="auto")  # as promptseg serve builds it
+    decoder = model.interactive_decoder
+    results: dict = {"decoder": (f"exported box decoder (OpenVINO {decoder.precision}: {decoder.precision_reason})"
+                                 if decoder is not None else "eager PyTorch"),
+                     "encoder": f"{model.encoder.name} {getattr(model.encoder, 'precision', '')}".strip()}
+    pinned = promptseg.build_segmenter("litemedsam", precision="fp32")
     with tempfile.TemporaryDirectory(prefix="promptseg-bench-") as folder:
         data = Path(folder)
         ct = Path(DEMO_IMAGE).name
@@ -118,7 +122,24 @@ def measure(repeats: int) -> dict:
 
             sid = post("/api/sessions", {"path": ct})["id"]
             post(f"/api/sessions/{sid}/prompt", {"slice": SLICE, "box": list(BOX)})  # encodes slice 33, warms up
-            results["testclient"] = percentiles(reprompts(post, sid, repeats))
+            fp32_settings = dataclasses.replace(settings, segmenter_factory=lambda name: pinned)
+            with TestClient(create_app(fp32_settings)) as fp32_client:
+                def post_fp32(url, body):
+                    response = fp32_client.post(url, json=body, headers=AUTH)
+                    response.raise_for_status()
+                    return response.json()
+
+                fp32_sid = post_fp32("/api/sessions", {"path": ct})["id"]
+                post_fp32(f"/api/sessions/{fp32_sid}/prompt", {"slice": SLICE, "box": list(BOX)})
+                # interleaved, request by request, so the host's load weighs on both alike
+                default_times, fp32_times = ([], []), ([], [])
+                for i in range(repeats):
+                    for timed, call, session_id in ((default_times, post, sid), (fp32_times, post_fp32, fp32_sid)):
+                        wall, cpu = reprompts(call, session_id, 1, seed=i)
+                        timed[0].extend(wall)
+                        timed[1].extend(cpu)
+            results["testclient"] = percentiles(default_times)
+            results["testclient_fp32"] = percentiles(fp32_times)
             # a prompt on a slice never seen: one encoder pass + the decoder
             firsts, encoders = [], []
             images = client.app.state.store.get(sid).session.images
@@ -154,6 +175,7 @@ def measure(repeats: int) -> dict:
 
 def markdown(results: dict, repeats: int) -> str:
     tc50, tc95, tc_cpu = results["testclient"]
+    f50, f95, f_cpu = results["testclient_fp32"]
     h50, h95, h_cpu = results["http"]
     load = os.getloadavg()[0]
     first, encoder = results["first"]
@@ -169,6 +191,8 @@ def markdown(results: dict, repeats: int) -> str:
         "|---|---:|---:|---:|",
         f"| re-prompt on an embedded slice, TestClient (in-process) | {tc50:.0f} | {tc95:.0f} | {tc_cpu:.0f} |",
         f"| re-prompt on an embedded slice, uvicorn over HTTP (127.0.0.1) | {h50:.0f} | {h95:.0f} | {h_cpu:.0f} |",
+        f"| the same, TestClient, decoder pinned to fp32 (`precision=\"fp32\"`), interleaved with row 1 "
+        f"| {f50:.0f} | {f95:.0f} | {f_cpu:.0f} |",
         "",
         f"Load average during the run: {load:.1f} on {os.cpu_count()} cores. The CPU time (all threads of the "
         "benchmark process: client, server, model) does not grow with other programs' load; with the "

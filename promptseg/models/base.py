@@ -99,6 +99,22 @@ class Segmenter(ABC):
             point_labels: ``(N,)`` array, 1 = inside the object, 0 = outside.
         """
 
+    def decode_interactive(
+        self,
+        embedding: Embedding,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """:meth:`decode` for one slice a person is looking at (the viewer's prompt).
+
+        A backend may answer it with a faster decoder whose masks were judged to agree
+        with :meth:`decode`'s on single real slices (LiteMedSAM: bf16 where the CPU has
+        it and the gate passes); 3D propagation always calls :meth:`decode`, whose
+        small per-slice differences would compound along a chain. Default: :meth:`decode`.
+        """
+        return self.decode(embedding, box=box, points=points, point_labels=point_labels)
+
     @abstractmethod
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
         """The box prompt a model of this family expects for the object in ``mask``.

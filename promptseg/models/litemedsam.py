@@ -171,17 +171,62 @@ class LiteMedSAM(SamFamilySegmenter):
 
         Used for box-only prompts while the network's decoder weights are those
         loaded from the checkpoint (fine-tuning in this process switches back to eager).
+        fp32, or bf16 when ``precision="bf16"`` was asked for.
         """
+        return self._box_decoder(gated=False)
+
+    @functools.cached_property
+    def interactive_decoder(self):
+        """The box decoder for :meth:`decode_interactive`: under ``precision="auto"``, bf16
+        where the CPU runs it natively and its single-slice gate passes
+        (:func:`promptseg.runtimes.decoder.gated_box_decoder`); else :attr:`box_decoder`."""
+        if self.precision != "auto":
+            return self.box_decoder
+        return self._box_decoder(gated=True)
+
+    def _box_decoder(self, gated: bool):
         if self.device.type != "cpu" or self.runtime_kind not in ("auto", "openvino"):
             return None
         from ..runtimes.base import one_line
-        from ..runtimes.decoder import build_box_decoder
 
         try:
-            return build_box_decoder(lambda: self.net, (1, 256, 64, 64), cache_key=f"litemedsam-{self.weights_digest}")
+            return self._build_box_decoder(gated)
         except Exception as exc:
             log.warning("box decoder runs in eager PyTorch (%s)", one_line(exc))
             return None
+
+    def _build_box_decoder(self, gated: bool):
+        from ..runtimes import cpu
+        from ..runtimes.build import decoder_verdict_key
+        from ..runtimes.decoder import build_box_decoder, gated_box_decoder
+        from ..runtimes.onnx_export import default_cache_dir
+        from ..runtimes.real_slices import gate_slices
+
+        cache_key = f"litemedsam-{self.weights_digest}"
+
+        def build(precision: str):
+            return build_box_decoder(lambda: self.net, (1, 256, 64, 64), cache_key=cache_key, precision=precision)
+
+        if self.precision == "bf16":
+            return build("bf16")
+        native = cpu.native_precisions()
+        if not gated or "bf16" not in native:
+            decoder = build("fp32")
+            if gated:
+                decoder.precision_reason = "fp32: bf16 is not native here"
+            elif self.precision != "fp32":
+                decoder.precision_reason = "fp32 (the box decoder runs fp32 unless bf16 is asked for)"
+            return decoder
+        def gate_inputs():
+            inputs = []
+            for item in gate_slices():
+                embedding = self.embed(item.image)
+                inputs.append((embedding.features, self.model_box(item.box, embedding.original_size),
+                               embedding.input_size, embedding.original_size))
+            return inputs
+
+        return gated_box_decoder(build, gate_inputs, key=decoder_verdict_key(cache_key, native),
+                                 cache_dir=default_cache_dir())
 
     def _exported_decoder_matches(self) -> bool:
         if "net" not in self.__dict__:
@@ -246,9 +291,23 @@ class LiteMedSAM(SamFamilySegmenter):
     ) -> Prediction:
         """A box alone runs on the exported box decoder (when built, and while the decoder
         weights are the loaded ones); every other prompt takes the shared SAM-family recipe."""
-        if box is not None and points is None and self.box_decoder is not None and self._exported_decoder_matches():
+        return self._decode_with(self.box_decoder, embedding, box, points, point_labels)
+
+    def decode_interactive(
+        self,
+        embedding: Embedding,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """:meth:`decode` on :attr:`interactive_decoder` (see :meth:`Segmenter.decode_interactive`)."""
+        decoder = self.interactive_decoder if box is not None and points is None else None
+        return self._decode_with(decoder, embedding, box, points, point_labels)
+
+    def _decode_with(self, decoder, embedding, box, points, point_labels) -> Prediction:
+        if box is not None and points is None and decoder is not None and self._exported_decoder_matches():
             scaled = self.model_box(box, embedding.original_size)
-            logits, score = self.box_decoder(embedding.features, scaled, embedding.input_size, embedding.original_size)
+            logits, score = decoder(embedding.features, scaled, embedding.input_size, embedding.original_size)
             return Prediction(logits=logits, score=score)
         return super().decode(embedding, box=box, points=points, point_labels=point_labels)
 

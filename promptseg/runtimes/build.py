@@ -187,6 +187,11 @@ def _verdict_key(cache_key: str, kind: str, device: torch.device, requested: str
     }
 
 
+def decoder_verdict_key(cache_key: str, candidates) -> dict:
+    """What the box decoder's precision verdict depends on (model, CPU, OpenVINO), for its cache."""
+    return {**_verdict_key(cache_key, "openvino", torch.device("cpu"), "auto", candidates), "part": "box decoder"}
+
+
 def _gated(builder: _Builder, kind: str, requested: str, candidates: dict[str, str], cache_key, cache_dir):
     """Build ``kind`` at the precision the gate allows (``requested`` "auto" or one reduced precision)."""
     key = _verdict_key(cache_key, kind, builder.device, requested, candidates) if cache_key else None

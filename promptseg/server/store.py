@@ -88,6 +88,7 @@ class SessionStore:
         model = self.model(None)
         embedding = model.embed(np.zeros((64, 64), dtype=np.uint8))
         model.decode(embedding, box=(8, 8, 40, 40))
+        model.decode(embedding, box=(8, 8, 40, 40), interactive=True)  # its precision gate runs once per machine
 
     # -- sessions ------------------------------------------------------------------
     def open(self, volume: Volume, source: str, model: Optional[str], **options) -> Entry:

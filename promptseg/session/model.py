@@ -68,9 +68,12 @@ class SharedModel:
         with self.turn(background) as seg:
             return seg.embed(image)
 
-    def decode(self, embedding: Embedding, box=None, points=None, point_labels=None) -> Prediction:
+    def decode(self, embedding: Embedding, box=None, points=None, point_labels=None,
+               interactive: bool = False) -> Prediction:
+        """One slice; ``interactive``: a person's prompt (:meth:`Segmenter.decode_interactive`)."""
         with self.turn() as seg:
-            return seg.decode(embedding, box=box, points=points, point_labels=point_labels)
+            call = seg.decode_interactive if interactive else seg.decode
+            return call(embedding, box=box, points=points, point_labels=point_labels)
 
     def view(self) -> Segmenter:
         """A :class:`Segmenter` whose calls take their turn here (for :func:`promptseg.inference.iter_chain`)."""

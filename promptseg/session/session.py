@@ -275,7 +275,8 @@ class Session:
         embedding = self.embedder.get(z)
         self.embedder.focus(z)  # propagation will want the neighbours next
         coords, point_labels = prompt.point_arrays()
-        prediction = self.model.decode(embedding, box=prompt.box, points=coords, point_labels=point_labels)
+        prediction = self.model.decode(embedding, box=prompt.box, points=coords, point_labels=point_labels,
+                                       interactive=True)
         with self._lock:
             self._ensure_idle(label)
             target = self._labels.get(label)
