@@ -227,6 +227,8 @@ def gated_box_decoder(
         decoder.precision_reason = verdict.reason
         logger.info("box decoder precision %s (cached verdict: %s)", verdict.precision, verdict.reason)
         return decoder
+    logger.info("judging the box decoder in bf16 against fp32 on real slices (once per model, CPU and runtime "
+                "version)")
     fp32 = build("fp32")
     try:
         bf16 = build("bf16")
