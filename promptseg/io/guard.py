@@ -18,6 +18,20 @@ from typing import Iterable, Optional, Sequence
 from ..errors import ImageWriteError
 
 
+def destination_stat(path: Path) -> Optional[os.stat_result]:
+    """``os.stat`` of an output path; None when nothing is there yet.
+
+    Raises:
+        ImageWriteError: the path cannot even be looked at (permissions, a name too long, a NUL byte).
+    """
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as error:
+        raise ImageWriteError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
+
+
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
@@ -97,12 +111,7 @@ def check_output_folder(path, inputs: Sequence = (), writes: Sequence[str] = (),
             overwrite an input, or cannot be created / written.
     """
     path = Path(path)
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        info = None
-    except (OSError, ValueError) as error:
-        raise ImageWriteError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
+    info = destination_stat(path)
     if info is not None and not stat.S_ISDIR(info.st_mode):
         raise ImageWriteError(f"cannot write {path}: it is a file; give a folder")
     check_not_input(path, inputs)

@@ -14,7 +14,6 @@ over the destination only when complete (:mod:`promptseg.io.atomic`).
 
 from __future__ import annotations
 
-import os
 import stat
 import zipfile
 import zlib
@@ -27,7 +26,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError, ImageReadError, ImageWriteError
 from ..volume import Volume
 from .atomic import atomic_bundle, atomic_path
-from .guard import check_not_input, check_writable_parent
+from .guard import check_not_input, check_writable_parent, destination_stat
 from .common import format_suffix, label_dtype, one_line_sitk_error
 from .npz import IMAGE_KEY, write_npz
 from .raster import check_png_slices, write_png
@@ -50,12 +49,7 @@ def check_destination(path, inputs: Sequence = ()) -> Path:
         ImageWriteError: one line naming the problem.
     """
     path = Path(path)
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        info = None
-    except (OSError, ValueError) as error:
-        raise ImageWriteError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
+    info = destination_stat(path)
     if info is not None and stat.S_ISDIR(info.st_mode):
         raise ImageWriteError(f"cannot write {path}: it is a folder")
     if info is not None and not stat.S_ISREG(info.st_mode):
