@@ -37,7 +37,8 @@ from promptseg.runtimes import cpu, onnx_export, openvino_backend, quantize
 from promptseg.runtimes.base import PerSliceRuntime, default_num_threads
 from promptseg.runtimes.eager import TorchRuntime
 from promptseg.runtimes.precision import mask_dice, run_trial
-from promptseg.runtimes.real_slices import CASES, DATA, segmenter_check
+from promptseg.models.litemedsam import real_slice_check
+from promptseg.runtimes.real_slices import CASES, DATA
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -74,7 +75,7 @@ def encoder_at(model, precision: str):
     artefact = onnx_export.OnnxArtefact(model.net.image_encoder, 256, f"litemedsam-{model.weights_digest}-256", folder)
     path, _, _ = artefact.get()
     if precision == "int8":
-        path, _ = quantize.int8_model(path, segmenter_check(model).calibration_inputs, folder)
+        path, _ = quantize.int8_model(path, real_slice_check(model).calibration_inputs, folder)
     run_one = openvino_backend.load(path, default_num_threads(), precision, folder / "openvino" / precision)
     runtime = PerSliceRuntime("openvino", run_one, 256)
     runtime.precision = precision
@@ -101,7 +102,7 @@ def measure_encoder_precisions(repeats: int = 5) -> dict:
     batch, _ = model.preprocess(promptseg.normalize(volume)[33])
     runtimes = {p: encoder_at(model, p) for p in ("eager",) + PRECISIONS}
     timing = _interleaved({p: (lambda r=r: r(batch)) for p, r in runtimes.items()}, repeats)
-    check = segmenter_check(model)  # eager decoder (runtime "torch"), as the gate of an eager model
+    check = real_slice_check(model)  # eager decoder (runtime "torch"), as the gate of an eager model
     fp32_trial, reference = run_trial("fp32", runtimes["fp32"], check)
     rows = {}
     for name, runtime in runtimes.items():

@@ -457,11 +457,11 @@ def test_the_real_gate_on_the_bundled_lesion_slices(tmp_path):
     """precision auto on this machine's CPU: the verdict holds the 9 real slices' Dice, and a reduced
     precision is chosen only if it is native and passes (mean >= 0.98)."""
     from promptseg.models.litemedsam import LiteMedSAM
-    from promptseg.runtimes.real_slices import segmenter_check
+    from promptseg.models.litemedsam import real_slice_check
 
     model = LiteMedSAM(precision="fp32")
     runtime = rt.build_encoder_runtime(lambda: model.net.image_encoder, 256, kind="openvino", precision="auto",
-                                       check=segmenter_check(model), cache_key=f"litemedsam-{model.weights_digest}-256",
+                                       check=real_slice_check(model), cache_key=f"litemedsam-{model.weights_digest}-256",
                                        cache_dir=tmp_path)
     native = rt_build.native_candidates("openvino", torch.device("cpu"))
     if not native:

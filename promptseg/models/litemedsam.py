@@ -149,8 +149,6 @@ class LiteMedSAM(SamFamilySegmenter):
         """The image-encoder runtime, built on first use (exporting to a runtime costs seconds)."""
         from ..runtimes import build_encoder_runtime
 
-        from ..runtimes.real_slices import segmenter_check
-
         return build_encoder_runtime(
             lambda: self.net.image_encoder,
             input_size=INPUT_SIZE,
@@ -158,7 +156,7 @@ class LiteMedSAM(SamFamilySegmenter):
             cache_key=f"litemedsam-{self.weights_digest}-{INPUT_SIZE}",
             device=self.device,
             precision=self.precision,
-            check=segmenter_check(self),
+            check=real_slice_check(self),
         )
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -380,3 +378,25 @@ def _spec():
 
 
 SPECS = {"litemedsam": _spec()}
+
+
+def real_slice_check(segmenter: "LiteMedSAM"):
+    """The :class:`~promptseg.runtimes.precision.RealSliceCheck` that judges a LiteMedSAM encoder
+    precision: the gate slices (:func:`promptseg.runtimes.real_slices.gate_slices`) through
+    ``segmenter.preprocess``, the encoder under test and ``segmenter.decode`` (fp32)."""
+    from ..runtimes.precision import RealSliceCheck
+    from ..runtimes.real_slices import calibration_slices, gate_slices
+
+    def masks(encoder) -> list[np.ndarray]:
+        out = []
+        for item in gate_slices():
+            batch, size = segmenter.preprocess(item.image)
+            features = torch.from_numpy(np.ascontiguousarray(encoder(batch))).to(segmenter.device)
+            embedding = Embedding(features=features, original_size=tuple(item.image.shape[:2]), input_size=size)
+            out.append(segmenter.decode(embedding, box=item.box).mask)
+        return out
+
+    def calibration_inputs(count: int) -> list[np.ndarray]:
+        return [segmenter.preprocess(item.image)[0] for item in calibration_slices(count)]
+
+    return RealSliceCheck(masks=masks, calibration_inputs=calibration_inputs)

@@ -68,27 +68,3 @@ def calibration_slices(count: int = 12) -> list[RealSlice]:
         spread.append([slices[i] for i in picks])
     out = [s for group in zip(*spread) for s in group]
     return out[:count]
-
-
-def segmenter_check(segmenter):
-    """The :class:`~.precision.RealSliceCheck` of a segmenter whose ``preprocess(image)`` gives
-    ``((1, 3, S, S) float32, (h, w))`` and whose ``decode(embedding, box=)`` takes torch features
-    on ``segmenter.device`` (LiteMedSAM)."""
-    import torch
-
-    from ..models.base import Embedding
-    from .precision import RealSliceCheck
-
-    def masks(encoder) -> list[np.ndarray]:
-        out = []
-        for item in gate_slices():
-            batch, size = segmenter.preprocess(item.image)
-            features = torch.from_numpy(np.ascontiguousarray(encoder(batch))).to(segmenter.device)
-            embedding = Embedding(features=features, original_size=tuple(item.image.shape[:2]), input_size=size)
-            out.append(segmenter.decode(embedding, box=item.box).mask)
-        return out
-
-    def calibration_inputs(count: int) -> list[np.ndarray]:
-        return [segmenter.preprocess(item.image)[0] for item in calibration_slices(count)]
-
-    return RealSliceCheck(masks=masks, calibration_inputs=calibration_inputs)
