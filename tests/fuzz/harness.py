@@ -127,6 +127,7 @@ def _write_input(folder: Path, files: dict[str, bytes]) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     return folder / next(iter(files))
 
@@ -160,7 +161,7 @@ def run_campaign(target: str, count: int, seed: int, scratch: Path, findings: Op
     seeds = seeds if seeds is not None else make_seeds(scratch / "seeds")
     pool = seeds[target]
     rng = random.Random(f"{target}:{seed}")
-    mutator = Mutator(rng, spec.kind)
+    mutator = Mutator(rng, spec.kind, first_only=spec.mutate_first_only)
     counts = Counts()
     saved = {outcome: 0 for outcome in BAD}
     started = time.monotonic()

@@ -5,7 +5,8 @@ Every seed is a small, valid file of its format cut from a bundled scan
 ``tests/data/dicom_rt``), the repository's PNG mask, the example training
 configs and prompt documents as docs/prompts.md describes them. An input is a
 dict ``{file name: bytes}`` (``.mhd`` and ``.nhdr`` come with their data file);
-the first entry is the file the target reads.
+the first entry is the file the target reads (the DICOM series and RTSTRUCT
+targets read the folder, or the first file against the DICOM series around it).
 """
 
 from __future__ import annotations
@@ -124,9 +125,83 @@ def make_seeds(scratch: Path) -> dict[str, list[dict[str, bytes]]]:
         {"seed.jpg": _raster(Image.fromarray(rgb), "JPEG", quality=90)},
         {"seed.bmp": _raster(Image.fromarray(rgb), "BMP")},
     ]
-    seeds["dicom"] = [{"seed.dcm": (DATA / "dicom_rt" / "ct.0.dcm").read_bytes()}]
+    seeds.update(_dicom_seeds(scratch / "dicom", image, label))
     seeds["prompts"] = [{"seed.json": json.dumps(doc, indent=1).encode()} for doc in PROMPT_DOCUMENTS]
     seeds["config"] = [
         {"seed.yaml": path.read_bytes()} for path in sorted((REPO / "examples" / "configs").glob("*.yaml"))
     ]
     return seeds
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def _trimmed_rtss(reference_z: float) -> bytes:
+    """The real RT Structure Set of ``tests/data/dicom_rt`` cut to the contours on its CT slice plus two per ROI.
+
+    The original holds 1.9 MB of contours on 98 slices (only one slice is in the
+    repository); its structure -- implicit VR, 10 ROIs, observations, referenced
+    frames -- is kept as the planning system wrote it.
+    """
+    import pydicom
+
+    dataset = pydicom.dcmread(DATA / "dicom_rt" / "rtss.dcm")
+    for item in dataset.ROIContourSequence:
+        contours = list(item.get("ContourSequence", []))
+        on_slice = [c for c in contours if abs(float(c.ContourData[2]) - reference_z) < 0.01]
+        kept = (on_slice + [c for c in contours if c not in on_slice][:2])[:3]
+        if contours:
+            item.ContourSequence = kept
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _dicom_seeds(scratch: Path, image, label) -> dict[str, list[dict[str, bytes]]]:
+    """Seeds of the DICOM targets: real files, small series written by promptseg, RTSTRUCTs on them."""
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import RLELossless
+
+    from promptseg.io import load_volume
+    from promptseg.io.dicom import write_rtstruct, write_series
+    from promptseg.io.sitk_image import volume_from_sitk
+    from promptseg.volume import Volume
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    ct_slice = DATA / "dicom_rt" / "ct.0.dcm"
+    mr = volume_from_sitk(image, "breast1-crop", modality="MR")
+    labels = mr.with_array(sitk.GetArrayFromImage(label), modality=None, kind="labels")
+    theta = np.radians(20)
+    tilt = np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]])
+    variants = {
+        "mr": mr,
+        "ct": Volume(mr.array.astype(np.float32) * 0.5 - 1000.5, mr.spacing, mr.origin, mr.direction, modality="CT"),
+        "oblique": Volume(mr.array, mr.spacing, mr.origin, tilt @ mr.direction, modality="MR"),
+    }
+    series, rtstructs = [], []
+    for name, volume in variants.items():
+        folder = scratch / f"series-{name}"
+        write_series(volume, folder, series_description=f"fuzz {name}")
+        series.append(_folder_bytes(folder))
+        if name != "ct":
+            reference = load_volume(folder)
+            path = write_rtstruct(reference.with_array(labels.array, modality=None, kind="labels"), reference,
+                                  scratch / f"rtss-{name}.dcm", names={1: "lesion"})
+            rtstructs.append({"rtss.dcm": path.read_bytes(), **{f"ref/{k}": v for k, v in series[-1].items()}})
+    rtstructs.append({"rtss.dcm": _trimmed_rtss(float(pydicom.dcmread(ct_slice).ImagePositionPatient[2])),
+                      "ref/ct.0.dcm": ct_slice.read_bytes()})
+    rle = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    rle.compress(RLELossless)
+    buffer = io.BytesIO()
+    rle.save_as(buffer)
+    files = [
+        {"seed.dcm": ct_slice.read_bytes()},
+        {"seed.dcm": Path(get_testdata_file("CT_small.dcm")).read_bytes()},
+        {"seed.dcm": Path(get_testdata_file("MR_small.dcm")).read_bytes()},
+        {"seed.dcm": buffer.getvalue()},
+        {"seed.dcm": next(iter(series[1].values()))},  # a slice with Rescale Slope/Intercept
+    ]
+    return {"dicom": files, "dicom-series": series, "rtstruct": rtstructs}
