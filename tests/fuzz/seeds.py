@@ -158,6 +158,29 @@ def _trimmed_rtss(reference_z: float) -> bytes:
     return buffer.getvalue()
 
 
+def _fix_uids_and_dates(path: Path, uids: dict) -> None:
+    """Rewrite promptseg's fresh UIDs and today's dates with stable ones, so that seeds (and campaigns) repeat.
+
+    ``uids`` maps fresh UIDs to stable ones across files, so references stay valid.
+    """
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+
+    def fix(item, element):
+        if element.VR == "UI" and str(element.value).startswith("1.2.826.0.1.3680043.8.498.") \
+                and str(element.value) not in uids.values():
+            element.value = uids.setdefault(str(element.value), f"1.2.826.0.1.3680043.8.498.1.{len(uids) + 1}")
+        elif element.VR == "UI" and str(element.value) in uids:
+            element.value = uids[str(element.value)]
+        elif element.VR in ("DA", "TM") and element.value:
+            element.value = "20240102" if element.VR == "DA" else "120000"
+
+    dataset.walk(fix)
+    dataset.file_meta.walk(fix)
+    dataset.save_as(path)
+
+
 def _dicom_seeds(scratch: Path, image, label) -> dict[str, list[dict[str, bytes]]]:
     """Seeds of the DICOM targets: real files, small series written by promptseg, RTSTRUCTs on them."""
     import pydicom
@@ -181,20 +204,23 @@ def _dicom_seeds(scratch: Path, image, label) -> dict[str, list[dict[str, bytes]
         "ct": Volume(mr.array.astype(np.float32) * 0.5 - 1000.5, mr.spacing, mr.origin, mr.direction, modality="CT"),
         "oblique": Volume(mr.array, mr.spacing, mr.origin, tilt @ mr.direction, modality="MR"),
     }
-    series, rtstructs = [], []
+    series, rtstructs, uids = [], [], {}
     for name, volume in variants.items():
         folder = scratch / f"series-{name}"
         write_series(volume, folder, series_description=f"fuzz {name}")
+        for path in sorted(folder.iterdir()):
+            _fix_uids_and_dates(path, uids)
         series.append(_folder_bytes(folder))
         if name != "ct":
             reference = load_volume(folder)
             path = write_rtstruct(reference.with_array(labels.array, modality=None, kind="labels"), reference,
                                   scratch / f"rtss-{name}.dcm", names={1: "lesion"})
+            _fix_uids_and_dates(path, uids)
             rtstructs.append({"rtss.dcm": path.read_bytes(), **{f"ref/{k}": v for k, v in series[-1].items()}})
     rtstructs.append({"rtss.dcm": _trimmed_rtss(float(pydicom.dcmread(ct_slice).ImagePositionPatient[2])),
                       "ref/ct.0.dcm": ct_slice.read_bytes()})
     rle = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    rle.compress(RLELossless)
+    rle.compress(RLELossless, generate_instance_uid=False)
     buffer = io.BytesIO()
     rle.save_as(buffer)
     files = [
