@@ -26,7 +26,7 @@ class SessionGone(PromptsegError):
 
 
 class TooManySessions(PromptsegError):
-    """The server holds its maximum number of sessions (HTTP 503)."""
+    """The server holds its maximum number of sessions (HTTP 429)."""
 
 
 @dataclass

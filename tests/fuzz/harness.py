@@ -60,16 +60,17 @@ class Counts:
 class Worker:
     """One ``tests.fuzz.worker`` child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: str = "address-space") -> None:
         self.process: Optional[subprocess.Popen] = None
         self._buffer = b""
+        self.limit = limit
         self._start()
 
     def _start(self) -> None:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fuzz.worker", str(write_fd)],
+            [sys.executable, "-m", "tests.fuzz.worker", str(write_fd), self.limit],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(write_fd,), cwd=str(REPO), env=env,
         )
@@ -165,7 +166,7 @@ def run_campaign(target: str, count: int, seed: int, scratch: Path, findings: Op
     counts = Counts()
     saved = {outcome: 0 for outcome in BAD}
     started = time.monotonic()
-    worker = Worker()
+    worker = Worker(spec.memory_limit)
     try:
         for index in range(count):
             base = pool[index % len(pool)]

@@ -36,7 +36,8 @@ class Mutator:
     Args:
         rng: the campaign's random generator.
         kind: ``"binary"`` (NIfTI, NPZ, rasters, DICOM), ``"text-header"`` (NRRD,
-            MetaImage), ``"document"`` (JSON prompt files, YAML configs) or
+            MetaImage), ``"document"`` (JSON prompt files, YAML configs), ``"request"``
+            (HTTP request documents: as documents, fewer byte-level changes) or
             ``"file-set"`` (the files of a DICOM series: binary mutations of one
             file, or a file dropped, duplicated or replaced by another).
         first_only: mutate only the first file (the others are fixed companions,
@@ -64,7 +65,7 @@ class Mutator:
         r = self.rng.random()
         if self.kind == "text-header" and r < 0.55:
             return self.text_line(data)
-        if self.kind == "document" and r < 0.55:
+        if self.kind == "document" and r < 0.55 or self.kind == "request" and r < 0.9:
             return self.document(data)
         if data[128:132] == b"DICM" and r < 0.3:
             return self.dicom_element(data)
@@ -231,6 +232,8 @@ class Mutator:
             doc = yaml.safe_load(data.decode("utf-8"))
         except Exception:  # the input is already broken: mutate its bytes instead
             return self.flip_bits(data)
+        if self.kind == "request" and isinstance(doc, dict) and "path" in doc and self.rng.random() < 0.75:
+            return self._request_body(doc)
         op = self.rng.random()
         if op < 0.08:  # deep nesting
             depth = self.rng.choice((100, 1000, 50000))
@@ -245,6 +248,25 @@ class Mutator:
         if self.rng.random() < 0.5:
             return json.dumps(doc, allow_nan=True).encode()
         return yaml.safe_dump(doc, allow_unicode=True).encode()
+
+    def _request_body(self, doc: dict) -> bytes:
+        """Mutate an HTTP request document's body, keeping its method and path."""
+        doc = dict(doc)
+        op = self.rng.random()
+        if op < 0.06:  # a deeply nested or a huge body
+            depth = self.rng.choice((100, 1000, 50000))
+            doc.pop("json", None)
+            doc["raw"] = "[" * depth + "1" + "]" * depth
+        elif op < 0.1:
+            doc["json"] = {"slices": [{"slice": 0, "bbox": [0, 0, 0, 0], "bits": "AA=="}] * self.rng.choice((1000, 70000)),
+                           "label": 1}
+        elif op < 0.16:  # not JSON at all, or JSON with a NaN
+            doc.pop("json", None)
+            doc["raw"] = self.rng.choice(('{"label": NaN, "slice": 0}', "{", "", "null", "\x00", '{"slice": 1e999}',
+                                          '{"path": "scan.nii.gz", "path": "../secret.nii.gz"}'))
+        else:
+            doc["json"] = self._tree(doc.get("json", {}), depth=0)
+        return json.dumps(doc, allow_nan=True).encode()
 
     def _tree(self, node, depth: int):
         r = self.rng.random()

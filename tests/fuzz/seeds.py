@@ -75,6 +75,51 @@ PROMPT_DOCUMENTS = [
 ]
 
 
+_S = "/api/sessions/{session}"
+#: request documents of the ``http`` target (tests/fuzz/http_api.py): every endpoint, valid and hostile
+HTTP_REQUESTS = [
+    {"method": "GET", "path": "/api/info"},
+    {"method": "GET", "path": "/api/files"},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "scan.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "series", "modality": "mr", "window": "40,400"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "../secret.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "link.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "fifo.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "/etc/passwd", "series": "1.2.3"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "text.nii.gz", "model": "sam"}},
+    {"method": "POST", "path": "/api/sessions", "raw": '{"path": "scan.nii.gz"', "headers": {"content-type": "application/json"}},
+    {"method": "POST", "path": "/api/sessions", "zeros": 70_000_000, "headers": {"content-type": "application/json"}},
+    {"method": "GET", "path": _S},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 2, "box": [4, 3, 15, 12]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 2, "slice": 1, "points": [[8, 8, 1], [2, 2, 0]]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 2, "box": [float("nan"), 0, 5, 5]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 2, "box": [100, 100, 200, 200]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 99, "points": [[1e308, -1e308, 1]]}},
+    {"method": "POST", "path": _S + "/focus", "json": {"slice": 1}},
+    {"method": "POST", "path": _S + "/propagate", "json": {"label": 1}},
+    {"method": "POST", "path": _S + "/cancel", "json": {"label": 1}},
+    {"method": "POST", "path": _S + "/undo"},
+    {"method": "POST", "path": _S + "/redo"},
+    {"method": "PUT", "path": _S + "/labels/2", "json": {"name": "lesion", "color": [255, 0, 0], "visible": True}},
+    {"method": "DELETE", "path": _S + "/labels/2"},
+    {"method": "POST", "path": _S + "/edit",
+     "json": {"label": 1, "slices": [{"slice": 2, "bbox": [0, 0, 7, 0], "bits": "/w=="}]}},
+    {"method": "POST", "path": _S + "/reference", "json": {"path": "ref.nii.gz"}},
+    {"method": "GET", "path": _S + "/dice"},
+    {"method": "POST", "path": _S + "/export", "json": {"format": "nii.gz", "name": "../../escape"}},
+    {"method": "POST", "path": _S + "/export", "json": {"format": "rtstruct"}},
+    {"method": "GET", "path": _S + "/exports/..%2f..%2fsecret.nii.gz"},
+    {"method": "GET", "path": _S + "/image.nii.gz"},
+    {"method": "GET", "path": _S + "/labels.nii.gz"},
+    {"method": "POST", "path": "/api/uploads?name=up.nii.gz", "file": "scan.nii.gz"},
+    {"method": "POST", "path": "/api/uploads?name=../../up.nrrd", "zeros": 3_000_000},
+    {"method": "GET", "path": "/api/info", "token": None},
+    {"method": "GET", "path": "/api/files", "token": "wrong"},
+    {"method": "DELETE", "path": _S},
+    {"method": "GET", "path": "/api/nothing"},
+]
+
+
 def make_seeds(scratch: Path) -> dict[str, list[dict[str, bytes]]]:
     """Seed inputs per target name (see :mod:`tests.fuzz.targets`)."""
     import SimpleITK as sitk
@@ -126,6 +171,7 @@ def make_seeds(scratch: Path) -> dict[str, list[dict[str, bytes]]]:
         {"seed.bmp": _raster(Image.fromarray(rgb), "BMP")},
     ]
     seeds.update(_dicom_seeds(scratch / "dicom", image, label))
+    seeds["http"] = [{"seed.json": json.dumps(doc, allow_nan=True).encode()} for doc in HTTP_REQUESTS]
     seeds["prompts"] = [{"seed.json": json.dumps(doc, indent=1).encode()} for doc in PROMPT_DOCUMENTS]
     seeds["config"] = [
         {"seed.yaml": path.read_bytes()} for path in sorted((REPO / "examples" / "configs").glob("*.yaml"))

@@ -49,6 +49,12 @@ def _rtstruct(path: Path, labels: bool) -> Optional[str]:
     return roi_labels_problem(path, result, reference, rois)
 
 
+def _http(path: Path, labels: bool) -> Optional[str]:
+    from .http_api import call
+
+    return call(path, labels)
+
+
 def _prompts(path: Path, labels: bool) -> Optional[str]:
     from promptseg.prompts import load_prompt_file, validate
 
@@ -73,12 +79,14 @@ def _config(path: Path, labels: bool) -> Optional[str]:
 class Target:
     """A fuzz target: its mutation style and the call that reads one input."""
 
-    kind: str  # "binary", "text-header", "document" or "file-set" (see tests.fuzz.mutate.Mutator)
+    kind: str  # "binary", "text-header", "document", "request" or "file-set" (see tests.fuzz.mutate.Mutator)
     call: Callable[[Path, bool], Optional[str]]
     #: also read inputs as label maps (every other input; for RTSTRUCT: also list its ROIs)
     labels: bool = False
     #: mutate only the input's first file (the others are fixed companions)
     mutate_first_only: bool = False
+    #: what the worker's 3 GiB cap limits: "address-space", or "data" for targets that import torch
+    memory_limit: str = "address-space"
 
 
 TARGETS: dict[str, Target] = {
@@ -90,6 +98,7 @@ TARGETS: dict[str, Target] = {
     "dicom": Target("binary", _image),
     "dicom-series": Target("file-set", _dicom_series),
     "rtstruct": Target("binary", _rtstruct, labels=True, mutate_first_only=True),
+    "http": Target("request", _http, memory_limit="data"),
     "prompts": Target("document", _prompts),
     "config": Target("document", _config),
 }
