@@ -276,4 +276,8 @@ def _dicom_seeds(scratch: Path, image, label) -> dict[str, list[dict[str, bytes]
         {"seed.dcm": buffer.getvalue()},
         {"seed.dcm": next(iter(series[1].values()))},  # a slice with Rescale Slope/Intercept
     ]
-    return {"dicom": files, "dicom-series": series, "rtstruct": rtstructs}
+    # what a peer sends the DICOM node: a CT series (box prompt), MR series with the RTSTRUCT of their study (ROI
+    # prompt; the structure set first, so that most mutations hit it), a real scanner's single CT slice
+    node = [series[1], {"rtss.dcm": rtstructs[0]["rtss.dcm"], **series[0]},
+            {"rtss.dcm": rtstructs[1]["rtss.dcm"], **series[2]}, {"ct.0.dcm": ct_slice.read_bytes()}]
+    return {"dicom": files, "dicom-series": series, "rtstruct": rtstructs, "node": node}

@@ -55,6 +55,12 @@ def _http(path: Path, labels: bool) -> Optional[str]:
     return call(path, labels)
 
 
+def _node(path: Path, labels: bool) -> Optional[str]:
+    from .dicom_node import call
+
+    return call(path, labels)
+
+
 def _prompts(path: Path, labels: bool) -> Optional[str]:
     from promptseg.prompts import load_prompt_file, validate
 
@@ -99,6 +105,7 @@ TARGETS: dict[str, Target] = {
     "dicom-series": Target("file-set", _dicom_series),
     "rtstruct": Target("binary", _rtstruct, labels=True, mutate_first_only=True),
     "http": Target("request", _http, memory_limit="data"),
+    "node": Target("file-set", _node, memory_limit="data"),
     "prompts": Target("document", _prompts),
     "config": Target("document", _config),
 }
