@@ -267,3 +267,36 @@ def test_truncated_or_mangled_rtstruct_is_a_dicom_error(tmp_path):
     with pytest.raises(DicomError) as error:
         read_rtstruct(_copy(tmp_path, RTSS, text, "text.dcm"), ct)
     assert "(3006,0042) ContourGeometricType holds bytes that are not text ('CLOSED" in _one_line(error)
+
+
+def test_a_sequence_written_with_another_vr_is_a_dicom_error(tmp_path):
+    """Found by the rtstruct fuzz target: Contour Sequence's VR changed to OB made its items bytes, and the reader
+    raised AttributeError ('int' object has no attribute 'get')."""
+    ct = load_volume(CT_SLICE)
+    dataset = pydicom.dcmread(RTSS)
+    dataset.ROIContourSequence[0]["ContourSequence"] = pydicom.DataElement(0x30060040, "OB", b"\x01\x02\x03\x04")
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian  # so that the VR is written
+    path = tmp_path / "ob.dcm"
+    dataset.save_as(path)
+    for read in (lambda: read_rtstruct(path, ct), lambda: list_rois(path)):
+        with pytest.raises(DicomError) as error:
+            read()
+        assert _one_line(error) == f"{path}: malformed DICOM header: (3006,0040) ContourSequence is not a sequence (VR 'OB')"
+
+
+def test_a_rescale_slope_without_intercept_is_refused(series, tmp_path):
+    """Found by the node fuzz target: GDCM rescaled such a slice with intercept 0, pydicom not at all -- the readers
+    disagreed by 54,000 on every voxel."""
+    files = sorted(series.iterdir())
+    _set(files[2], RescaleSlope="0.5")
+    with pytest.raises(ImageReadError) as error:
+        load_volume(series)
+    assert _one_line(error) == (f"{files[2]}: malformed DICOM image: RescaleSlope without RescaleIntercept "
+                                "(the Modality LUT needs both)")
+    dataset = pydicom.dcmread(CT_SMALL)
+    del dataset.RescaleSlope
+    path = tmp_path / "intercept.dcm"
+    dataset.save_as(path)
+    with pytest.raises(ImageReadError) as error:
+        load_volume(path)
+    assert _one_line(error).endswith("RescaleIntercept without RescaleSlope (the Modality LUT needs both)")

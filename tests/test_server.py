@@ -346,6 +346,8 @@ def test_invalid_requests_get_typed_one_line_errors_never_a_traceback(data):
             assert "\n" not in r.json()["detail"] and "Traceback" not in r.text
         r = client.post("/api/sessions", json={"path": "a" * 5000}, headers=AUTH)
         assert r.status_code == 404 and r.json()["detail"].endswith("...: File name too long")
+        r = client.get("/api/sessions/ses%7Fion%0A", headers=AUTH)  # found by the http fuzz target: DEL echoed
+        assert r.status_code == 404 and r.json()["detail"].startswith("no session ses\\x7fion\\n (it may have expired")
 
 
 def test_json_bodies_over_the_limit_are_refused_before_they_are_read_whole(data):

@@ -15,7 +15,7 @@ NIfTI scan and its label, a DICOM series, a FIFO, a folder, and a link to a
 scan outside the folder.
 
 Outcomes: any 5xx, or an exception escaping the app, is *untyped*; a 4xx must
-carry ``{"detail": "one line"}`` (else *untyped*) and counts as *typed*; a
+carry ``{"detail": "one line"}`` without control characters (else *untyped*) and counts as *typed*; a
 2xx is *accepted* unless its JSON holds NaN/inf or a mask off the image
 (*garbage*).
 """
@@ -27,7 +27,9 @@ import json
 import math
 import os
 import shutil
+import re
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Optional
 
@@ -111,6 +113,15 @@ def _text(value, session: str) -> str:
     return str(value).replace("{session}", session).replace("{token}", TOKEN)
 
 
+_UNSENDABLE = re.compile(r"[^\x21-\x7e]")
+
+
+def _sendable(text: str) -> str:
+    """``text`` with what no HTTP client puts in a URL or header (controls, spaces, non-ASCII) percent-encoded,
+    as a client would send it (httpx refuses such a URL or header itself, before the server sees it)."""
+    return _UNSENDABLE.sub(lambda m: urllib.parse.quote(m.group(), safe=""), text)
+
+
 def _request(document, session: str) -> dict:
     """httpx arguments for ``document`` (see the module docstring)."""
     if isinstance(document, str):
@@ -122,11 +133,12 @@ def _request(document, session: str) -> dict:
     method = document.get("method") if isinstance(document.get("method"), str) else "GET"
     headers = {}
     if isinstance(document.get("headers"), dict):
-        headers = {str(k)[:100]: _text(v, session)[:1000] for k, v in document["headers"].items()}
+        headers = {_sendable(str(k)[:100]) or "x": _sendable(_text(v, session)[:1000]) for k, v in document["headers"].items()}
     token = document.get("token", "{token}")
     if token is not None:
-        headers.setdefault("Authorization", f"Bearer {_text(token, session)}")
-    request = {"method": method.upper()[:10] or "GET", "url": _text(document["path"], session), "headers": headers}
+        headers.setdefault("Authorization", f"Bearer {_sendable(_text(token, session))}")
+    request = {"method": _sendable(method.upper()[:10]) or "GET", "url": _sendable(_text(document["path"], session)),
+               "headers": headers}
     if "json" in document:
         request["content"] = json.dumps(document["json"], allow_nan=True)
         headers.setdefault("content-type", "application/json")
@@ -194,7 +206,7 @@ def call(path: Path, labels: bool) -> Optional[str]:
             detail = _strict_json(answer.text).get("detail")
         except (ValueError, AttributeError):
             detail = None
-        if not isinstance(detail, str) or not detail.strip():
+        if not isinstance(detail, str) or not detail.strip() or any(ch < " " or ch == "\x7f" for ch in detail):
             raise ServerError(f"HTTP {status} without a one-line detail: {answer.text[:300]}")
         raise Refused(f"HTTP {status}: {detail}")
     if "ndjson" in content_type:

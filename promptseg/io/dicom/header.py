@@ -73,6 +73,13 @@ def _vr(element) -> str:
         return "UN"
 
 
+def _dictionary_vr(tag) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # private and unknown tags
+        return ""
+
+
 def _number(text: str) -> bool:
     """True if pydicom's refusal (it keeps bad decimal strings as text) was about form, not about the number."""
     try:
@@ -119,6 +126,10 @@ def _convert(dataset: Dataset, tags: Optional[Iterable[int]], source: str, error
                 f"{printable(f'{type(failure).__name__}: {failure}', 200)}"
             ) from None
         vr = _vr(element)
+        if _dictionary_vr(element.tag) == "SQ" and not isinstance(element.value, Sequence) \
+                and element.value not in (None, b"", ""):
+            # readers iterate a sequence's items as data sets; a VR changed to US gives them numbers
+            raise error(f"{source}: malformed DICOM header: {tag_name(element.tag)} is not a sequence (VR {quote(vr, 20)})")
         if vr in TEXT_VRS:
             _check_text(element, vr, source, error)
         if tags is None and element.VR == "SQ" and isinstance(element.value, Sequence):

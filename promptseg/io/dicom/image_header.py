@@ -127,6 +127,11 @@ def rescale(header: Dataset) -> tuple[float, float]:
 
 def _rescale(header: Dataset, source: str) -> bool:
     """Check Rescale Slope/Intercept; True when a rescale is applied."""
+    given = [keyword for keyword in ("RescaleSlope", "RescaleIntercept") if header.get(keyword) not in (None, "")]
+    if len(given) == 1:  # GDCM then rescales with a default for the other, pydicom not at all
+        missing = "RescaleIntercept" if given == ["RescaleSlope"] else "RescaleSlope"
+        raise ImageReadError(f"{source}: malformed DICOM image: {given[0]} without {missing} (the Modality LUT "
+                             "needs both)")
     present = False
     for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
         value = header.get(keyword)
