@@ -346,6 +346,8 @@ def test_invalid_requests_get_typed_one_line_errors_never_a_traceback(data):
             assert "\n" not in r.json()["detail"] and "Traceback" not in r.text
         r = client.post("/api/sessions", json={"path": "a" * 5000}, headers=AUTH)
         assert r.status_code == 404 and r.json()["detail"].endswith("...: File name too long")
+        r = client.post(url, content=b'{"slice": 1, "box": [1, 1, 5, 5], "js\x7fn": 1}', headers=json_type)
+        assert r.status_code == 422 and r.json()["detail"] == "invalid request: body.js\\x7fn: Extra inputs are not permitted"
         r = client.get("/api/sessions/ses%7Fion%0A", headers=AUTH)  # found by the http fuzz target: DEL echoed
         assert r.status_code == 404 and r.json()["detail"].startswith("no session ses\\x7fion\\n (it may have expired")
 

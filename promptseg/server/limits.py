@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from ..io.common import printable
+
 #: validation errors listed in one message
 _SHOWN = 5
 
@@ -24,8 +26,9 @@ def validation_message(errors: Iterable[dict]) -> str:
     errors = list(errors)
     parts = []
     for error in errors[:_SHOWN]:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
-        message = " ".join(str(error.get("msg", "invalid")).split())[:200]
+        # locations name the client's own keys (extra fields): escaped like every echo of client text
+        location = printable(".".join(str(part) for part in error.get("loc", ()) if part != "__root__"), 100)
+        message = printable(" ".join(str(error.get("msg", "invalid")).split()), 200)
         parts.append(f"{location}: {message}" if location else message)
     more = f"; and {len(errors) - _SHOWN} more" if len(errors) > _SHOWN else ""
     return "invalid request: " + ("; ".join(parts) or "malformed") + more
