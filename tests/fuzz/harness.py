@@ -111,12 +111,19 @@ class Worker:
         self._start()
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        """End the worker: at the end of its input it exits normally (its targets clean up their temporary
+        folders at exit); one that is stuck is killed after 5 s."""
         if self.process is not None:
-            self.process.wait()
-            if self.process.stdin:
-                self.process.stdin.close()
+            try:
+                if self.process.stdin:
+                    self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         try:
             os.close(self._fd)
         except OSError:
