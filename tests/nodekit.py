@@ -80,7 +80,7 @@ def malform(files: list[Path], kind: str) -> str:
     if kind == "truncated":
         ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
         ds.save_as(files[1])
-        return "truncated pixel data"
+        return "truncated DICOM image"
     if kind == "mixed-size":
         ds.Rows = ds.Columns = 32
         ds.PixelData = ds.PixelData[: 32 * 32 * 2]

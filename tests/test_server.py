@@ -203,7 +203,7 @@ def test_twenty_concurrent_sessions_get_their_own_masks(data):
         assert not errors
         assert results == {i: True for i in range(20)}
         r = client.post("/api/sessions", json={"path": "scan.nii.gz"}, headers=AUTH)
-        assert r.status_code == 503 and "20 sessions" in r.json()["detail"]
+        assert r.status_code == 429 and "20 sessions" in r.json()["detail"]
 
 
 # -- refusals ------------------------------------------------------------------
@@ -322,6 +322,77 @@ def test_bad_requests_get_one_line_errors(data):
         assert r.status_code == 422 and "not served here" in r.json()["detail"]
         r = client.get(f"/api/sessions/{sid}/exports/..%2Fscan.nii.gz", headers=AUTH)
         assert r.status_code in (403, 404)
+
+
+def test_invalid_requests_get_typed_one_line_errors_never_a_traceback(data):
+    folder, _, _ = data
+    json_type = {**AUTH, "content-type": "application/json"}
+    with _client(folder) as client:
+        sid = _open(client)["id"]
+        url = f"/api/sessions/{sid}/prompt"
+        r = client.post(url, json={"slice": -1, "box": [1, 2, 3], "colour": 1}, headers=AUTH)
+        assert r.status_code == 422
+        assert r.json()["detail"] == ("invalid request: body.slice: Input should be greater than or equal to 0; "
+                                      "body.box: List should have at least 4 items after validation, not 3; "
+                                      "body.colour: Extra inputs are not permitted")
+        for content, status, message in [
+            (b'{"slice": 1', 422, "invalid request: body.11: JSON decode error"),
+            (b"[" * 50000 + b"]" * 50000, 400, "There was an error parsing the body"),
+            (b"\xff\xfe{", 400, "There was an error parsing the body"),
+            (b'{"slice": 2, "box": [NaN, 0, 5, 5]}', 422, "needs x0 < x1"),
+        ]:
+            r = client.post(url, content=content, headers=json_type)
+            assert r.status_code == status and message in r.json()["detail"], r.text
+            assert "\n" not in r.json()["detail"] and "Traceback" not in r.text
+        r = client.post("/api/sessions", json={"path": "a" * 5000}, headers=AUTH)
+        assert r.status_code == 404 and r.json()["detail"].endswith("...: File name too long")
+        r = client.post(url, content=b'{"slice": 1, "box": [1, 1, 5, 5], "js\x7fn": 1}', headers=json_type)
+        assert r.status_code == 422 and r.json()["detail"] == "invalid request: body.js\\x7fn: Extra inputs are not permitted"
+        r = client.get("/api/sessions/ses%7Fion%0A", headers=AUTH)  # found by the http fuzz target: DEL echoed
+        assert r.status_code == 404 and r.json()["detail"].startswith("no session ses\\x7fion\\n (it may have expired")
+
+
+def test_json_bodies_over_the_limit_are_refused_before_they_are_read_whole(data):
+    folder, _, _ = data
+    with _client(folder, body_limit=1000) as client:
+        store = client.app.state.store
+        r = client.post("/api/sessions", content=b" " * 1001, headers={**AUTH, "content-type": "application/json"})
+        assert r.status_code == 413 and r.json() == {"detail": "request body larger than 1000 bytes"}
+        r = client.post("/api/sessions", content=(b" " * 100 for _ in range(11)),  # no Content-Length
+                        headers={**AUTH, "content-type": "application/json"})
+        assert r.status_code == 413
+        r = client.post("/api/sessions", content=b" " * 990 + b'{"path": "scan.nii.gz"}', headers=AUTH)
+        assert r.status_code == 413  # whitespace counts
+        assert client.post("/api/sessions", json={"path": "scan.nii.gz"}, headers=AUTH).status_code == 201
+        assert len(store) == 1
+
+
+def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit():
+    """At the ASGI level (TestClient buffers a request): the rest of the body is never asked for."""
+    import asyncio
+
+    from promptseg.server.limits import BodyLimit
+
+    asked, sent, reached = [], [], []
+
+    async def receive():
+        asked.append(1)
+        return {"type": "http.request", "body": b" " * 100, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def endpoint(scope, receive, send):
+        reached.append(1)
+
+    scope = {"type": "http", "path": "/api/sessions", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(BodyLimit(endpoint, limit=1000)(scope, receive, send))
+    assert len(asked) == 11 and not reached
+    assert sent[0]["status"] == 413 and json.loads(sent[1]["body"]) == {"detail": "request body larger than 1000 bytes"}
+    asked.clear()
+    scope["headers"].append((b"content-length", b"5000000"))
+    asyncio.run(BodyLimit(endpoint, limit=1000)(scope, receive, send))
+    assert asked == [] and not reached
 
 
 def test_the_page_is_served_with_a_strict_content_policy(data):

@@ -2,9 +2,11 @@
 
 SimpleITK/GDCM read a series with missing slices or mixed geometry with only a
 warning on the console, and pydicom reads each file on its own, so the node checks
-the series itself: every instance readable with the image tags the geometry needs,
-one size / pixel spacing / orientation / frame of reference, pixel data of the
-declared length, and slice positions evenly spaced along the slice normal (no gap,
+the series itself: every instance readable (parsed as the hardened DICOM readers
+parse: :func:`promptseg.io.dicom.header.parse_dicom`) with the image tags the
+geometry needs as finite numbers, one size / pixel spacing / orientation / frame
+of reference, a supported pixel description with pixel data of the declared
+length, and slice positions evenly spaced along the slice normal (no gap,
 no two slices at one position).
 """
 
@@ -16,15 +18,19 @@ from typing import Sequence
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
-from ..errors import PromptsegError
+from ..errors import ImageReadError, PromptsegError
+from ..io.dicom.header import parse_dicom, text_value
+from ..io.dicom.image_header import IMAGE_KEYWORDS, check_geometry_elements, pixel_layout
 
 
 class SeriesRejected(PromptsegError):
     """A series (or its prompts, or its model run) cannot be processed; the message is the quarantine reason."""
 
 
+#: elements converted (and checked) when an instance is read
+_KEYWORDS = IMAGE_KEYWORDS + ("FrameOfReferenceUID",)
+_PIXEL_DATA = 0x7FE00010
 _GEOMETRY_TAGS = ("Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient")
 _SPACING_TOLERANCE = 0.05  # relative deviation of one slice step from the median step
 
@@ -45,34 +51,26 @@ def _uid(ds: pydicom.Dataset) -> str:
 
 
 def _read(path: Path) -> pydicom.Dataset:
+    """The instance's header, its image elements converted and checked (pixels left unread)."""
     try:
-        return pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError) as error:
-        raise SeriesRejected(f"instance file {path.name} is not readable DICOM ({error})") from None
+        return parse_dicom(path, keywords=_KEYWORDS)
+    except ImageReadError as error:
+        detail = str(error).replace(f"cannot read {path}: ", "").replace(f"{path}: ", "").replace(str(path), path.name)
+        raise SeriesRejected(f"instance file {path.name} is not readable DICOM ({detail})") from None
 
 
-def _expected_pixel_bytes(ds: pydicom.Dataset) -> int | None:
-    if ds.file_meta.get("TransferSyntaxUID") is None or ds.file_meta.TransferSyntaxUID.is_compressed:
-        return None
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        bits = int(ds.BitsAllocated)
-        return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames * bits // 8
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def _check_instance(ds: pydicom.Dataset) -> None:
-    if "PixelData" not in ds:
-        raise SeriesRejected(f"instance {_uid(ds)} has no pixel data (modality {ds.get('Modality', '?')})")
+def _check_instance(ds: pydicom.Dataset, path: Path) -> None:
+    if ds.get_item(_PIXEL_DATA, keep_deferred=True) is None:
+        raise SeriesRejected(f"instance {_uid(ds)} has no pixel data (modality {text_value(ds, 'Modality') or '?'})")
     missing = [tag for tag in _GEOMETRY_TAGS if tag not in ds or ds.get(tag) in (None, "")]
     if missing:
         raise SeriesRejected(f"instance {_uid(ds)} lacks {', '.join(missing)}")
-    expected = _expected_pixel_bytes(ds)
-    if expected is not None:
-        actual = len(ds.PixelData)
-        if actual < expected:
-            raise SeriesRejected(f"instance {_uid(ds)} has truncated pixel data ({actual} of {expected} bytes)")
+    try:
+        source = f"instance {_uid(ds)}"
+        check_geometry_elements(ds, source)
+        pixel_layout(ds, path, source)  # supported pixel description, and as many pixel bytes as it needs
+    except ImageReadError as error:
+        raise SeriesRejected(str(error)) from None
 
 
 def _same(datasets: Sequence[pydicom.Dataset], keyword: str, tolerance: float | None = None) -> None:
@@ -98,8 +96,8 @@ def check_series(paths: Sequence[Path]) -> SeriesHeader:
     if not paths:
         raise SeriesRejected("the series has no instances")
     datasets = [_read(Path(p)) for p in paths]
-    for ds in datasets:
-        _check_instance(ds)
+    for ds, path in zip(datasets, paths):
+        _check_instance(ds, Path(path))
     for keyword in ("Rows", "Columns", "FrameOfReferenceUID"):
         _same(datasets, keyword)
     _same(datasets, "PixelSpacing", tolerance=1e-4)

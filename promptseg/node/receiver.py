@@ -23,6 +23,7 @@ from typing import Optional
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
+from ..io.common import printable
 from .completion import Completion
 from .config import NodeConfig
 from .journal import InstanceInfo, Journal
@@ -176,7 +177,7 @@ class Receiver:
                 sop_class_uid=_text(ds, "SOPClassUID"), series_description=_text(ds, "SeriesDescription"),
                 body_part=_text(ds, "BodyPartExamined"))
         except Exception as error:  # a data set pydicom cannot parse
-            info, problem = None, f"the data set cannot be parsed ({error})"
+            info, problem = None, f"the data set cannot be parsed ({printable(f'{type(error).__name__}: {error}', 200)})"
         else:
             missing = [name for name, value in (("SOP Instance UID", info.sop_uid), ("Series Instance UID", info.series_uid),
                                                 ("Study Instance UID", info.study_uid)) if not value]

@@ -25,12 +25,14 @@ from typing import Optional
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..errors import PromptError, PromptsegError
 from ..session import PropagationDone, SessionBusy, SliceResult
+from .limits import BodyLimit, validation_message
 from .masks import decode_mask, encode_label_slice, encode_mask
 from .paths import PathNotFound, PathRefused, list_data_files, resolve_data_path
 from .schemas import EditBody, ExportBody, FocusBody, LabelBody, LabelUpdate, OpenSession, PromptBody, ReferenceBody
@@ -46,7 +48,7 @@ _STATUS = (
     (PathNotFound, 404),
     (SessionGone, 404),
     (SessionBusy, 409),
-    (TooManySessions, 503),
+    (TooManySessions, 429),
     (PromptsegError, 422),
 )
 
@@ -80,7 +82,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(PromptsegError)
     async def _promptseg_error(request: Request, error: PromptsegError):
         status = next(code for kind, code in _STATUS if isinstance(error, kind))
-        return JSONResponse({"detail": str(error)}, status_code=status)
+        return JSONResponse({"detail": _client_paths(str(error), settings, store)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, error: RequestValidationError):
+        return JSONResponse({"detail": validation_message(error.errors())}, status_code=422)
+
+    app.add_middleware(BodyLimit, limit=settings.body_limit)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
@@ -109,6 +117,13 @@ _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self' blob: data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+def _client_paths(message: str, settings: Settings, store: SessionStore) -> str:
+    """``message`` with the server's folders taken out: a client sees its own relative paths, not the server's."""
+    for root in settings.data_dirs:
+        message = message.replace(f"{root}/", "")
+    return message.replace(f"{store.upload_dir}/", "upload:")
 
 
 def _sweep(store: SessionStore, stop: threading.Event) -> None:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ..errors import PromptsegError
 from ..io import SUPPORTED_IMAGE_SUFFIXES
-from ..io.common import format_suffix
+from ..io.common import format_suffix, printable
 
 
 class PathRefused(PromptsegError):
@@ -35,23 +35,27 @@ def resolve_data_path(relative: str, roots: Sequence[Path]) -> Path:
     if not isinstance(relative, str) or not relative.strip():
         raise PathRefused("give a path relative to a data folder")
     if "\x00" in relative or "\\" in relative:
-        raise PathRefused(f"path {relative!r} refused: NUL and backslash are not allowed")
+        raise PathRefused(f"path {printable(repr(relative), 100)} refused: NUL and backslash are not allowed")
     pure = PurePosixPath(relative)
     if pure.is_absolute() or relative.startswith("~"):
-        raise PathRefused(f"path {relative!r} refused: give it relative to a data folder")
+        raise PathRefused(f"path {printable(repr(relative), 100)} refused: give it relative to a data folder")
     if any(part == ".." for part in pure.parts):
-        raise PathRefused(f"path {relative!r} refused: '..' is not allowed")
+        raise PathRefused(f"path {printable(repr(relative), 100)} refused: '..' is not allowed")
     for root in roots:
         candidate = root.joinpath(*pure.parts)
-        if not (candidate.exists() or candidate.is_symlink()):
-            continue
-        real = candidate.resolve()
+        try:
+            if not (candidate.exists() or candidate.is_symlink()):
+                continue
+            real = candidate.resolve()
+        except (OSError, RuntimeError) as error:  # a name too long, a link loop
+            reason = getattr(error, "strerror", None) or str(error)
+            raise PathNotFound(f"{printable(relative, 100)}: {reason}") from None
         if not any(_inside(real, r) for r in roots):
-            raise PathRefused(f"path {relative!r} refused: it leads outside the data folders")
+            raise PathRefused(f"path {printable(repr(relative), 100)} refused: it leads outside the data folders")
         if not real.exists():
-            raise PathNotFound(f"{relative}: a broken link")
+            raise PathNotFound(f"{printable(relative, 100)}: a broken link")
         return real
-    raise PathNotFound(f"{relative}: not found in the data folders")
+    raise PathNotFound(f"{printable(relative, 100)}: not found in the data folders")
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -14,6 +14,8 @@ from ..errors import PromptsegError
 TOKEN_ENV = "PROMPTSEG_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+#: largest JSON request body, bytes (a brush edit of a whole 512 x 512 x 300 label is about 13 MB)
+MAX_BODY_BYTES = 64 * 1024**2
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Settings:
         token: the API token (``Authorization: Bearer <token>`` on every ``/api`` call);
             None disables the check (only sensible behind another gate).
         upload_limit: largest upload accepted, bytes; 0 turns uploads off.
+        body_limit: largest JSON request body, bytes (413 beyond it, refused before it is read whole).
         idle_timeout: seconds without a request after which a session is closed.
         max_sessions: sessions open at once.
         output_dir: where exports are written (None: a private temporary folder,
@@ -42,6 +45,7 @@ class Settings:
     data_dirs: list[Path]
     token: Optional[str] = None
     upload_limit: int = 0
+    body_limit: int = MAX_BODY_BYTES
     idle_timeout: float = 3600.0
     max_sessions: int = 16
     output_dir: Optional[Path] = None
@@ -66,6 +70,8 @@ class Settings:
         self.data_dirs = resolved
         if self.upload_limit < 0:
             raise PromptsegError("the upload limit must be >= 0 bytes")
+        if self.body_limit <= 0:
+            raise PromptsegError("the request body limit must be > 0 bytes")
         if self.idle_timeout <= 0:
             raise PromptsegError("the idle timeout must be > 0 seconds")
         if not self.models:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ModelError, PromptsegError
+from ..io.common import printable
 from ..session import EmbeddingCache, Session, SharedModel
 from ..volume import Volume
 from .settings import Settings
@@ -26,7 +27,7 @@ class SessionGone(PromptsegError):
 
 
 class TooManySessions(PromptsegError):
-    """The server holds its maximum number of sessions (HTTP 503)."""
+    """The server holds its maximum number of sessions (HTTP 429)."""
 
 
 @dataclass
@@ -114,7 +115,8 @@ class SessionStore:
                 why = self._expired.get(session_id)
                 if why is not None:
                     raise SessionGone(f"session {session_id} {why}: open the scan again")
-                raise SessionGone(f"no session {session_id} (it may have expired or the server restarted): open the scan again")
+                raise SessionGone(f"no session {printable(session_id, 64)} (it may have expired or the server restarted): "
+                                  "open the scan again")
             entry.last_used = time.monotonic()
             return entry
 
@@ -122,7 +124,7 @@ class SessionStore:
         with self._lock:
             entry = self._sessions.pop(session_id, None)
             if entry is None:
-                raise SessionGone(f"no session {session_id}")
+                raise SessionGone(f"no session {printable(session_id, 64)}")
             self._remember(session_id, "was closed")
         entry.session.close()
 

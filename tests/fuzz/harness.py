@@ -60,16 +60,17 @@ class Counts:
 class Worker:
     """One ``tests.fuzz.worker`` child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: str = "address-space") -> None:
         self.process: Optional[subprocess.Popen] = None
         self._buffer = b""
+        self.limit = limit
         self._start()
 
     def _start(self) -> None:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fuzz.worker", str(write_fd)],
+            [sys.executable, "-m", "tests.fuzz.worker", str(write_fd), self.limit],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(write_fd,), cwd=str(REPO), env=env,
         )
@@ -110,12 +111,19 @@ class Worker:
         self._start()
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        """End the worker: at the end of its input it exits normally (its targets clean up their temporary
+        folders at exit); one that is stuck is killed after 5 s."""
         if self.process is not None:
-            self.process.wait()
-            if self.process.stdin:
-                self.process.stdin.close()
+            try:
+                if self.process.stdin:
+                    self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         try:
             os.close(self._fd)
         except OSError:
@@ -127,6 +135,7 @@ def _write_input(folder: Path, files: dict[str, bytes]) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     return folder / next(iter(files))
 
@@ -160,11 +169,11 @@ def run_campaign(target: str, count: int, seed: int, scratch: Path, findings: Op
     seeds = seeds if seeds is not None else make_seeds(scratch / "seeds")
     pool = seeds[target]
     rng = random.Random(f"{target}:{seed}")
-    mutator = Mutator(rng, spec.kind)
+    mutator = Mutator(rng, spec.kind, first_only=spec.mutate_first_only)
     counts = Counts()
     saved = {outcome: 0 for outcome in BAD}
     started = time.monotonic()
-    worker = Worker()
+    worker = Worker(spec.memory_limit)
     try:
         for index in range(count):
             base = pool[index % len(pool)]

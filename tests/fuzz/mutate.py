@@ -36,18 +36,25 @@ class Mutator:
     Args:
         rng: the campaign's random generator.
         kind: ``"binary"`` (NIfTI, NPZ, rasters, DICOM), ``"text-header"`` (NRRD,
-            MetaImage) or ``"document"`` (JSON prompt files, YAML configs).
+            MetaImage), ``"document"`` (JSON prompt files, YAML configs), ``"request"``
+            (HTTP request documents: as documents, fewer byte-level changes) or
+            ``"file-set"`` (the files of a DICOM series: binary mutations of one
+            file, or a file dropped, duplicated or replaced by another).
+        first_only: mutate only the first file (the others are fixed companions,
+            such as the series an RTSTRUCT refers to).
     """
 
-    def __init__(self, rng: random.Random, kind: str) -> None:
-        self.rng, self.kind = rng, kind
+    def __init__(self, rng: random.Random, kind: str, first_only: bool = False) -> None:
+        self.rng, self.kind, self.first_only = rng, kind, first_only
 
     # -- entry point --------------------------------------------------------
     def mutate(self, files: dict[str, bytes], other: dict[str, bytes]) -> dict[str, bytes]:
         """A mutated copy of ``files``; ``other`` is a second seed for splicing."""
         out = dict(files)
         names = list(out)
-        target = names[0] if len(names) == 1 or self.rng.random() < 0.8 else self.rng.choice(names[1:])
+        if self.kind == "file-set" and len(names) > 1 and self.rng.random() < 0.15:
+            return self.file_set(out)
+        target = names[0] if len(names) == 1 or self.first_only or self.rng.random() < 0.8 else self.rng.choice(names[1:])
         data = out[target]
         for _ in range(self.rng.choice((1, 1, 1, 2, 2, 3, 4))):
             data = self._one(data, other.get(target) or next(iter(other.values())))
@@ -58,13 +65,61 @@ class Mutator:
         r = self.rng.random()
         if self.kind == "text-header" and r < 0.55:
             return self.text_line(data)
-        if self.kind == "document" and r < 0.55:
+        if self.kind == "document" and r < 0.55 or self.kind == "request" and r < 0.9:
             return self.document(data)
+        if data[128:132] == b"DICM" and r < 0.3:
+            return self.dicom_element(data)
         if r < 0.62:
             return self.header_field(data)
         choices = (self.flip_bits, self.interesting_bytes, self.truncate, self.insert, self.delete,
                    self.duplicate, lambda d: self.splice(d, other))
         return self.rng.choice(choices)(data)
+
+    def file_set(self, files: dict[str, bytes]) -> dict[str, bytes]:
+        """Drop a file, add a copy of one under a new name, or overwrite one with another's bytes."""
+        names = list(files)
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            del files[self.rng.choice(names)]
+        elif choice == 1:
+            files[f"copy-{self.rng.randrange(1000)}.dcm"] = files[self.rng.choice(names)]
+        else:
+            files[self.rng.choice(names)] = files[self.rng.choice(names)]
+        return files
+
+    # -- DICOM elements ---------------------------------------------------------
+    def dicom_element(self, data: bytes) -> bytes:
+        """Change the VR, length or value of an element the readers rely on (found by its tag's bytes)."""
+        tags = [(0x0028, e) for e in (0x0002, 0x0004, 0x0006, 0x0008, 0x0010, 0x0011, 0x0030, 0x0100, 0x0101,
+                                      0x0102, 0x0103, 0x1052, 0x1053)]
+        tags += [(0x0020, 0x0032), (0x0020, 0x0037), (0x0020, 0x000E), (0x0020, 0x0013), (0x0020, 0x0052),
+                 (0x0008, 0x0005), (0x0008, 0x0016), (0x0008, 0x0018), (0x0008, 0x0060), (0x0002, 0x0010),
+                 (0x7FE0, 0x0010), (0x3006, 0x0020), (0x3006, 0x0022), (0x3006, 0x0039), (0x3006, 0x0040),
+                 (0x3006, 0x0042), (0x3006, 0x0046), (0x3006, 0x0050), (0x3006, 0x0084), (0xFFFE, 0xE000)]
+        group, element = self.rng.choice(tags)
+        found = [m.start() for m in re.finditer(re.escape(struct.pack("<HH", group, element)), data)]
+        if not found:
+            return self.header_field(data)
+        at = self.rng.choice(found) + 4
+        explicit = data[at:at + 2].isalpha() and data[at:at + 2].isupper()
+        what = self.rng.randrange(4)
+        if what == 0 and explicit:  # another VR, known or not
+            vr = self.rng.choice([b"UA", b"UM", b"SQ", b"OB", b"UN", b"US", b"DS", b"FD", b"\x00\x00", b"ZZ"])
+            return data[:at] + vr + data[at + 2:]
+        if what == 1:  # the length
+            offset, width = (at + 2, 2) if explicit and data[at:at + 2] not in (b"OB", b"OW", b"SQ", b"UN", b"UT") \
+                else ((at + 4, 4) if explicit else (at, 4))
+            value = self.rng.choice(INTERESTING_INTS + [0xFFFFFFFF, 0xFFFFFFF0]) % (2 ** (8 * width))
+            return data[:offset] + value.to_bytes(width, "little") + data[offset + width:]
+        start = at + (4 if not explicit else (8 if data[at:at + 2] in (b"OB", b"OW", b"SQ", b"UN", b"UT") else 4))
+        length = int.from_bytes(data[start - (4 if not explicit or start - at == 8 else 2):start], "little")
+        if length > 64:
+            return self.header_field(data)
+        word = self.rng.choice(INTERESTING_WORDS).encode()
+        word += b" " * (len(word) % 2)
+        if self.rng.random() < 0.5:  # keep the element's length: overwrite its value
+            return data[:start] + (word * (length // max(len(word), 1) + 1))[:length] + data[start + length:]
+        return data[:start] + word + data[start + length:]  # a value of another length (the length field now lies)
 
     # -- byte-level -----------------------------------------------------------
     def _offset(self, data: bytes, width: int = 1) -> int:
@@ -177,6 +232,8 @@ class Mutator:
             doc = yaml.safe_load(data.decode("utf-8"))
         except Exception:  # the input is already broken: mutate its bytes instead
             return self.flip_bits(data)
+        if self.kind == "request" and isinstance(doc, dict) and "path" in doc and self.rng.random() < 0.75:
+            return self._request_body(doc)
         op = self.rng.random()
         if op < 0.08:  # deep nesting
             depth = self.rng.choice((100, 1000, 50000))
@@ -191,6 +248,25 @@ class Mutator:
         if self.rng.random() < 0.5:
             return json.dumps(doc, allow_nan=True).encode()
         return yaml.safe_dump(doc, allow_unicode=True).encode()
+
+    def _request_body(self, doc: dict) -> bytes:
+        """Mutate an HTTP request document's body, keeping its method and path."""
+        doc = dict(doc)
+        op = self.rng.random()
+        if op < 0.06:  # a deeply nested or a huge body
+            depth = self.rng.choice((100, 1000, 50000))
+            doc.pop("json", None)
+            doc["raw"] = "[" * depth + "1" + "]" * depth
+        elif op < 0.1:
+            doc["json"] = {"slices": [{"slice": 0, "bbox": [0, 0, 0, 0], "bits": "AA=="}] * self.rng.choice((1000, 70000)),
+                           "label": 1}
+        elif op < 0.16:  # not JSON at all, or JSON with a NaN
+            doc.pop("json", None)
+            doc["raw"] = self.rng.choice(('{"label": NaN, "slice": 0}', "{", "", "null", "\x00", '{"slice": 1e999}',
+                                          '{"path": "scan.nii.gz", "path": "../secret.nii.gz"}'))
+        else:
+            doc["json"] = self._tree(doc.get("json", {}), depth=0)
+        return json.dumps(doc, allow_nan=True).encode()
 
     def _tree(self, node, depth: int):
         r = self.rng.random()

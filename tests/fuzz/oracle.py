@@ -10,6 +10,15 @@ A reader's result is garbage when
   this module to decode with NumPy alone: attached raw/gzip/zlib data, no
   intensity scaling) its values differ from the bytes in the file.
 
+DICOM (pixels decoded by pydicom, independently of GDCM): an accepted file or
+series is garbage when its values differ from pydicom's after the Modality
+LUT, when it has another number of slices than the series' image files, or
+when its geometry contradicts Image Position/Orientation (Patient) and Pixel
+Spacing (a slice more than half a slice away from its stored position). An
+accepted RTSTRUCT/SEG is garbage when its label map is off the reference grid,
+holds values no ROI has, or (RTSTRUCT) labels a voxel outside every contour
+of its ROI on that slice (by bounding box, one voxel of slack).
+
 An accepted prompt document is garbage when an object has non-finite
 coordinates, a label outside 1..65535, repeated labels, or a slice outside
 the image. Anything this module cannot parse itself is not judged (it never
@@ -210,6 +219,8 @@ def file_problem(path: Path, volume, labels: bool = False) -> Optional[str]:
             return _png(path, volume)
         if name.endswith(".npz"):
             return _npz(path, volume, labels)
+        if name.endswith(".dcm"):
+            return _dicom_file(path, volume)
     except (struct.error, ValueError, OSError, KeyError, IndexError):
         return None
     return None
@@ -229,4 +240,175 @@ def prompts_problem(objects, shape: tuple[int, int, int]) -> Optional[str]:
             values = list(sp.box or ()) + [c for p in sp.points for c in (p.x, p.y)]
             if not all(np.isfinite(v) for v in values):
                 return f"non-finite coordinates {values}"
+    return None
+
+
+# -- DICOM ------------------------------------------------------------------------
+def _dicom_numbers(dataset, keyword: str, count: int) -> Optional[np.ndarray]:
+    try:
+        value = dataset.get(keyword)
+        numbers = np.array([float(v) for v in value], dtype=float) if value not in (None, "") else None
+    except Exception:  # noqa: BLE001 - the oracle never judges what it cannot parse
+        return None
+    if numbers is None or numbers.size != count or not np.all(np.isfinite(numbers)):
+        return None
+    return numbers
+
+
+def _dicom_values(dataset) -> Optional[np.ndarray]:
+    """Pixels after the Modality LUT, by pydicom alone, ``(frames, rows, columns[, 3])``; None if it cannot."""
+    try:
+        from pydicom.pixels import apply_modality_lut
+
+        values = np.asarray(apply_modality_lut(dataset.pixel_array, dataset), dtype=float)
+    except Exception:  # noqa: BLE001
+        return None
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    return values[None] if frames == 1 else values
+
+
+def _dicom_geometry(volume, datasets: list) -> Optional[str]:
+    spacing = _dicom_numbers(datasets[0], "PixelSpacing", 2)
+    if spacing is not None and not np.allclose(volume.spacing[:2], spacing[::-1], rtol=1e-4, atol=1e-6):
+        return f"spacing {volume.spacing[:2]} but Pixel Spacing (row, column) {spacing}"
+    orientation = _dicom_numbers(datasets[0], "ImageOrientationPatient", 6)
+    direction = np.asarray(volume.direction, dtype=float)
+    if orientation is not None:
+        row, column = orientation[:3], orientation[3:]
+        if not (np.allclose(direction[:, 0], row / np.linalg.norm(row), atol=1e-3)
+                and np.allclose(direction[:, 1], column / np.linalg.norm(column), atol=1e-3)):
+            return f"direction {direction.ravel()} but Image Orientation (Patient) {orientation}"
+    positions = [_dicom_numbers(d, "ImagePositionPatient", 3) for d in datasets]
+    if all(p is not None for p in positions) and len(positions) == volume.num_slices:
+        for k, position in enumerate(positions):
+            where = np.asarray(volume.origin) + direction @ (np.array([0.0, 0.0, k]) * np.asarray(volume.spacing))
+            if np.linalg.norm(where - position) > 0.5 * float(volume.spacing[2]) + 1e-3:
+                return f"slice {k} placed at {where} but its Image Position (Patient) is {position}"
+    return None
+
+
+def _compare_pixels(volume, values: np.ndarray) -> Optional[str]:
+    array = np.asarray(volume.array, dtype=float)
+    if array.shape != values.shape:
+        return f"array shape {array.shape} but pydicom decodes {values.shape}"
+    scale = max(1.0, float(np.abs(values).max()))
+    if not np.allclose(array, values, rtol=1e-5, atol=1e-4 * scale):
+        return f"voxel values differ from pydicom's ({int(np.count_nonzero(~np.isclose(array, values)))} voxels)"
+    return None
+
+
+def _dicom_file(path: Path, volume) -> Optional[str]:
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(str(path), force=True)
+    except Exception:  # noqa: BLE001
+        return None
+    values = _dicom_values(dataset)
+    problem = _compare_pixels(volume, values) if values is not None else None
+    return problem or _dicom_geometry(volume, [dataset])
+
+
+def dicom_series_problem(folder: Path, volume) -> Optional[str]:
+    """What is wrong with ``volume`` read from the DICOM series folder ``folder``, or None."""
+    import pydicom
+
+    problem = volume_problem(volume)
+    if problem:
+        return problem
+    datasets = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            dataset = pydicom.dcmread(str(path), force=True)
+        except Exception:  # noqa: BLE001
+            return None
+        if "PixelData" in dataset:
+            datasets.append(dataset)
+    if len({str(d.get("SeriesInstanceUID", "")) for d in datasets}) != 1:
+        return None
+    orientation = _dicom_numbers(datasets[0], "ImageOrientationPatient", 6)
+    positions = [_dicom_numbers(d, "ImagePositionPatient", 3) for d in datasets]
+    if orientation is None or any(p is None for p in positions):
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    datasets = [d for _, d in sorted(zip([float(p @ normal) for p in positions], datasets), key=lambda t: t[0])]
+    if len(datasets) != volume.num_slices:
+        return f"{volume.num_slices} slices from a series of {len(datasets)} image files"
+    slices = [_dicom_values(d) for d in datasets]
+    if all(s is not None for s in slices):
+        try:
+            problem = _compare_pixels(volume, np.concatenate(slices))
+        except ValueError:  # slices of different sizes
+            return "accepted slices of different sizes"
+        if problem:
+            return problem
+    return _dicom_geometry(volume, datasets)
+
+
+def roi_labels_problem(path: Path, result, reference, rois=None) -> Optional[str]:
+    """What is wrong with the RTSTRUCT/SEG ``path`` read onto ``reference``, or None (see the module docstring)."""
+    labels = result.labels
+    if labels.shape != reference.shape or not np.allclose(labels.spacing, reference.spacing) \
+            or not np.allclose(labels.origin, reference.origin):
+        return f"label map {labels.shape} off the reference grid {reference.shape}"
+    values = set(np.unique(labels.array).tolist()) - {0}
+    known = [roi.label for roi in result.rois]
+    if len(set(known)) != len(known) or not values <= set(known) or any(v < 1 for v in known):
+        return f"label values {sorted(values)} for ROIs labelled {known}"
+    if rois is not None and [r.name for r in rois] != [r.name for r in result.rois]:
+        return f"list_rois gives {[r.name for r in rois]}, read_rtstruct {[r.name for r in result.rois]}"
+    if not result.rois or result.rois[0].kind != "ROI":
+        return None
+    return _contour_bounds_problem(path, result, reference)
+
+
+def _contour_boxes(path: Path, result, reference) -> Optional[dict]:
+    """``{label: {z: [(x0, x1, y0, y1), ...]}}``: index-space bounding boxes of each ROI's contours per slice."""
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(str(path), force=True)
+        by_number = {}
+        for roi in result.rois:
+            if roi.number in by_number:
+                return None
+            by_number[roi.number] = roi.label
+        direction = np.asarray(reference.direction, dtype=float) * np.asarray(reference.spacing, dtype=float)[None, :]
+        inverse = np.linalg.inv(direction)
+        boxes: dict = {}
+        for item in dataset.get("ROIContourSequence", []):
+            label = by_number.get(int(item.ReferencedROINumber))
+            if label is None:
+                continue
+            for contour in item.get("ContourSequence", []):
+                points = np.array([float(v) for v in contour.ContourData], dtype=float).reshape(-1, 3)
+                index = (points - np.asarray(reference.origin, dtype=float)) @ inverse.T
+                z = int(round(float(index[:, 2].mean())))
+                if np.all(np.isfinite(index)) and abs(index[:, 2].mean() - z) <= 0.5:
+                    boxes.setdefault(label, {}).setdefault(z, []).append(
+                        (index[:, 0].min(), index[:, 0].max(), index[:, 1].min(), index[:, 1].max()))
+    except Exception:  # noqa: BLE001 - the oracle never judges what it cannot parse
+        return None
+    return boxes
+
+
+def _contour_bounds_problem(path: Path, result, reference) -> Optional[str]:
+    """Every labelled voxel lies within a bounding box (one voxel of slack) of its ROI's contours on its slice."""
+    boxes = _contour_boxes(path, result, reference)
+    if boxes is None:
+        return None
+    for roi in result.rois:
+        zs, ys, xs = np.nonzero(result.labels.array == roi.label)
+        for z in np.unique(zs):
+            on_slice = boxes.get(roi.label, {}).get(int(z))
+            if not on_slice:
+                return f"ROI '{roi.name}' labels slice {z}, where none of its contours lies"
+            x, y = xs[zs == z], ys[zs == z]
+            inside = np.zeros(x.shape, dtype=bool)
+            for x0, x1, y0, y1 in on_slice:
+                inside |= (x >= x0 - 1) & (x <= x1 + 1) & (y >= y0 - 1) & (y <= y1 + 1)
+            if not inside.all():
+                return f"ROI '{roi.name}' labels {int((~inside).sum())} voxels of slice {z} outside its contours"
     return None

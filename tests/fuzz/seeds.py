@@ -5,7 +5,8 @@ Every seed is a small, valid file of its format cut from a bundled scan
 ``tests/data/dicom_rt``), the repository's PNG mask, the example training
 configs and prompt documents as docs/prompts.md describes them. An input is a
 dict ``{file name: bytes}`` (``.mhd`` and ``.nhdr`` come with their data file);
-the first entry is the file the target reads.
+the first entry is the file the target reads (the DICOM series and RTSTRUCT
+targets read the folder, or the first file against the DICOM series around it).
 """
 
 from __future__ import annotations
@@ -74,6 +75,51 @@ PROMPT_DOCUMENTS = [
 ]
 
 
+_S = "/api/sessions/{session}"
+#: request documents of the ``http`` target (tests/fuzz/http_api.py): every endpoint, valid and hostile
+HTTP_REQUESTS = [
+    {"method": "GET", "path": "/api/info"},
+    {"method": "GET", "path": "/api/files"},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "scan.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "series", "modality": "mr", "window": "40,400"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "../secret.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "link.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "fifo.nii.gz"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "/etc/passwd", "series": "1.2.3"}},
+    {"method": "POST", "path": "/api/sessions", "json": {"path": "text.nii.gz", "model": "sam"}},
+    {"method": "POST", "path": "/api/sessions", "raw": '{"path": "scan.nii.gz"', "headers": {"content-type": "application/json"}},
+    {"method": "POST", "path": "/api/sessions", "zeros": 70_000_000, "headers": {"content-type": "application/json"}},
+    {"method": "GET", "path": _S},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 2, "box": [4, 3, 15, 12]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 2, "slice": 1, "points": [[8, 8, 1], [2, 2, 0]]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 2, "box": [float("nan"), 0, 5, 5]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 2, "box": [100, 100, 200, 200]}},
+    {"method": "POST", "path": _S + "/prompt", "json": {"label": 1, "slice": 99, "points": [[1e308, -1e308, 1]]}},
+    {"method": "POST", "path": _S + "/focus", "json": {"slice": 1}},
+    {"method": "POST", "path": _S + "/propagate", "json": {"label": 1}},
+    {"method": "POST", "path": _S + "/cancel", "json": {"label": 1}},
+    {"method": "POST", "path": _S + "/undo"},
+    {"method": "POST", "path": _S + "/redo"},
+    {"method": "PUT", "path": _S + "/labels/2", "json": {"name": "lesion", "color": [255, 0, 0], "visible": True}},
+    {"method": "DELETE", "path": _S + "/labels/2"},
+    {"method": "POST", "path": _S + "/edit",
+     "json": {"label": 1, "slices": [{"slice": 2, "bbox": [0, 0, 7, 0], "bits": "/w=="}]}},
+    {"method": "POST", "path": _S + "/reference", "json": {"path": "ref.nii.gz"}},
+    {"method": "GET", "path": _S + "/dice"},
+    {"method": "POST", "path": _S + "/export", "json": {"format": "nii.gz", "name": "../../escape"}},
+    {"method": "POST", "path": _S + "/export", "json": {"format": "rtstruct"}},
+    {"method": "GET", "path": _S + "/exports/..%2f..%2fsecret.nii.gz"},
+    {"method": "GET", "path": _S + "/image.nii.gz"},
+    {"method": "GET", "path": _S + "/labels.nii.gz"},
+    {"method": "POST", "path": "/api/uploads?name=up.nii.gz", "file": "scan.nii.gz"},
+    {"method": "POST", "path": "/api/uploads?name=../../up.nrrd", "zeros": 3_000_000},
+    {"method": "GET", "path": "/api/info", "token": None},
+    {"method": "GET", "path": "/api/files", "token": "wrong"},
+    {"method": "DELETE", "path": _S},
+    {"method": "GET", "path": "/api/nothing"},
+]
+
+
 def make_seeds(scratch: Path) -> dict[str, list[dict[str, bytes]]]:
     """Seed inputs per target name (see :mod:`tests.fuzz.targets`)."""
     import SimpleITK as sitk
@@ -124,9 +170,114 @@ def make_seeds(scratch: Path) -> dict[str, list[dict[str, bytes]]]:
         {"seed.jpg": _raster(Image.fromarray(rgb), "JPEG", quality=90)},
         {"seed.bmp": _raster(Image.fromarray(rgb), "BMP")},
     ]
-    seeds["dicom"] = [{"seed.dcm": (DATA / "dicom_rt" / "ct.0.dcm").read_bytes()}]
+    seeds.update(_dicom_seeds(scratch / "dicom", image, label))
+    seeds["http"] = [{"seed.json": json.dumps(doc, allow_nan=True).encode()} for doc in HTTP_REQUESTS]
     seeds["prompts"] = [{"seed.json": json.dumps(doc, indent=1).encode()} for doc in PROMPT_DOCUMENTS]
     seeds["config"] = [
         {"seed.yaml": path.read_bytes()} for path in sorted((REPO / "examples" / "configs").glob("*.yaml"))
     ]
     return seeds
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def _trimmed_rtss(reference_z: float) -> bytes:
+    """The real RT Structure Set of ``tests/data/dicom_rt`` cut to the contours on its CT slice plus two per ROI.
+
+    The original holds 1.9 MB of contours on 98 slices (only one slice is in the
+    repository); its structure -- implicit VR, 10 ROIs, observations, referenced
+    frames -- is kept as the planning system wrote it.
+    """
+    import pydicom
+
+    dataset = pydicom.dcmread(DATA / "dicom_rt" / "rtss.dcm")
+    for item in dataset.ROIContourSequence:
+        contours = list(item.get("ContourSequence", []))
+        on_slice = [c for c in contours if abs(float(c.ContourData[2]) - reference_z) < 0.01]
+        kept = (on_slice + [c for c in contours if c not in on_slice][:2])[:3]
+        if contours:
+            item.ContourSequence = kept
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _fix_uids_and_dates(path: Path, uids: dict) -> None:
+    """Rewrite promptseg's fresh UIDs and today's dates with stable ones, so that seeds (and campaigns) repeat.
+
+    ``uids`` maps fresh UIDs to stable ones across files, so references stay valid.
+    """
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+
+    def fix(item, element):
+        if element.VR == "UI" and str(element.value).startswith("1.2.826.0.1.3680043.8.498.") \
+                and str(element.value) not in uids.values():
+            element.value = uids.setdefault(str(element.value), f"1.2.826.0.1.3680043.8.498.1.{len(uids) + 1}")
+        elif element.VR == "UI" and str(element.value) in uids:
+            element.value = uids[str(element.value)]
+        elif element.VR in ("DA", "TM") and element.value:
+            element.value = "20240102" if element.VR == "DA" else "120000"
+
+    dataset.walk(fix)
+    dataset.file_meta.walk(fix)
+    dataset.save_as(path)
+
+
+def _dicom_seeds(scratch: Path, image, label) -> dict[str, list[dict[str, bytes]]]:
+    """Seeds of the DICOM targets: real files, small series written by promptseg, RTSTRUCTs on them."""
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import RLELossless
+
+    from promptseg.io import load_volume
+    from promptseg.io.dicom import write_rtstruct, write_series
+    from promptseg.io.sitk_image import volume_from_sitk
+    from promptseg.volume import Volume
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    ct_slice = DATA / "dicom_rt" / "ct.0.dcm"
+    mr = volume_from_sitk(image, "breast1-crop", modality="MR")
+    labels = mr.with_array(sitk.GetArrayFromImage(label), modality=None, kind="labels")
+    theta = np.radians(20)
+    tilt = np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]])
+    variants = {
+        "mr": mr,
+        "ct": Volume(mr.array.astype(np.float32) * 0.5 - 1000.5, mr.spacing, mr.origin, mr.direction, modality="CT"),
+        "oblique": Volume(mr.array, mr.spacing, mr.origin, tilt @ mr.direction, modality="MR"),
+    }
+    series, rtstructs, uids = [], [], {}
+    for name, volume in variants.items():
+        folder = scratch / f"series-{name}"
+        write_series(volume, folder, series_description=f"fuzz {name}")
+        for path in sorted(folder.iterdir()):
+            _fix_uids_and_dates(path, uids)
+        series.append(_folder_bytes(folder))
+        if name != "ct":
+            reference = load_volume(folder)
+            path = write_rtstruct(reference.with_array(labels.array, modality=None, kind="labels"), reference,
+                                  scratch / f"rtss-{name}.dcm", names={1: "lesion"})
+            _fix_uids_and_dates(path, uids)
+            rtstructs.append({"rtss.dcm": path.read_bytes(), **{f"ref/{k}": v for k, v in series[-1].items()}})
+    rtstructs.append({"rtss.dcm": _trimmed_rtss(float(pydicom.dcmread(ct_slice).ImagePositionPatient[2])),
+                      "ref/ct.0.dcm": ct_slice.read_bytes()})
+    rle = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    rle.compress(RLELossless, generate_instance_uid=False)
+    buffer = io.BytesIO()
+    rle.save_as(buffer)
+    files = [
+        {"seed.dcm": ct_slice.read_bytes()},
+        {"seed.dcm": Path(get_testdata_file("CT_small.dcm")).read_bytes()},
+        {"seed.dcm": Path(get_testdata_file("MR_small.dcm")).read_bytes()},
+        {"seed.dcm": buffer.getvalue()},
+        {"seed.dcm": next(iter(series[1].values()))},  # a slice with Rescale Slope/Intercept
+    ]
+    # what a peer sends the DICOM node: a CT series (box prompt), MR series with the RTSTRUCT of their study (ROI
+    # prompt; the structure set first, so that most mutations hit it), a real scanner's single CT slice
+    node = [series[1], {"rtss.dcm": rtstructs[0]["rtss.dcm"], **series[0]},
+            {"rtss.dcm": rtstructs[1]["rtss.dcm"], **series[2]}, {"ct.0.dcm": ct_slice.read_bytes()}]
+    return {"dicom": files, "dicom-series": series, "rtstruct": rtstructs, "node": node}

@@ -28,6 +28,39 @@ def _image(path: Path, labels: bool) -> Optional[str]:
     return file_problem(path, volume, labels)
 
 
+def _dicom_series(path: Path, labels: bool) -> Optional[str]:
+    from promptseg.io import load_volume
+
+    from .oracle import dicom_series_problem
+
+    return dicom_series_problem(path.parent, load_volume(path.parent))
+
+
+def _rtstruct(path: Path, labels: bool) -> Optional[str]:
+    """An RTSTRUCT (or whatever the mutation made of it) read onto the unmutated series in ``ref/``."""
+    from promptseg.io import load_volume
+    from promptseg.io.dicom import list_rois, read_dicom_labels
+
+    from .oracle import roi_labels_problem
+
+    reference = load_volume(path.parent / "ref" if (path.parent / "ref").is_dir() else path.parent)
+    rois = list_rois(path) if labels else None
+    result = read_dicom_labels(path, reference)
+    return roi_labels_problem(path, result, reference, rois)
+
+
+def _http(path: Path, labels: bool) -> Optional[str]:
+    from .http_api import call
+
+    return call(path, labels)
+
+
+def _node(path: Path, labels: bool) -> Optional[str]:
+    from .dicom_node import call
+
+    return call(path, labels)
+
+
 def _prompts(path: Path, labels: bool) -> Optional[str]:
     from promptseg.prompts import load_prompt_file, validate
 
@@ -52,10 +85,14 @@ def _config(path: Path, labels: bool) -> Optional[str]:
 class Target:
     """A fuzz target: its mutation style and the call that reads one input."""
 
-    kind: str  # "binary", "text-header" or "document" (see tests.fuzz.mutate.Mutator)
+    kind: str  # "binary", "text-header", "document", "request" or "file-set" (see tests.fuzz.mutate.Mutator)
     call: Callable[[Path, bool], Optional[str]]
-    #: also read inputs as label maps (every other input)
+    #: also read inputs as label maps (every other input; for RTSTRUCT: also list its ROIs)
     labels: bool = False
+    #: mutate only the input's first file (the others are fixed companions)
+    mutate_first_only: bool = False
+    #: what the worker's 3 GiB cap limits: "address-space", or "data" for targets that import torch
+    memory_limit: str = "address-space"
 
 
 TARGETS: dict[str, Target] = {
@@ -65,6 +102,10 @@ TARGETS: dict[str, Target] = {
     "npz": Target("binary", _image, labels=True),
     "raster": Target("binary", _image, labels=True),
     "dicom": Target("binary", _image),
+    "dicom-series": Target("file-set", _dicom_series),
+    "rtstruct": Target("binary", _rtstruct, labels=True, mutate_first_only=True),
+    "http": Target("request", _http, memory_limit="data"),
+    "node": Target("file-set", _node, memory_limit="data"),
     "prompts": Target("document", _prompts),
     "config": Target("document", _config),
 }

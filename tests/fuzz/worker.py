@@ -1,6 +1,6 @@
 """The fuzz worker: a child process that runs targets under memory limits and reports each outcome.
 
-Started by :mod:`tests.fuzz.harness` as ``python -m tests.fuzz.worker RESULT_FD``.
+Started by :mod:`tests.fuzz.harness` as ``python -m tests.fuzz.worker RESULT_FD [LIMIT]``.
 It reads one JSON request per line on stdin (``{"target", "path", "labels"}``)
 and writes one JSON line per request to file descriptor ``RESULT_FD``:
 ``{"outcome": "accepted" | "typed" | "untyped" | "garbage", "detail": ...}``.
@@ -27,8 +27,11 @@ READ_BUDGET = "256M"
 MAX_MESSAGE = 2000
 
 
-def _limit() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+def _limit(kind: str = "address-space") -> None:
+    """Cap the address space, or (``"data"``, for targets that import torch, whose libraries map more address
+    space than the cap) the data segment, which malloc and anonymous maps count against."""
+    limit = resource.RLIMIT_DATA if kind == "data" else resource.RLIMIT_AS
+    resource.setrlimit(limit, (MEMORY_LIMIT, MEMORY_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
@@ -57,7 +60,7 @@ def classify(target: str, path: Path, labels: bool) -> dict:
 
 
 def main() -> None:
-    _limit()
+    _limit(sys.argv[2] if len(sys.argv) > 2 else "address-space")
     os.environ["PROMPTSEG_MAX_IMAGE_BYTES"] = READ_BUDGET
     import warnings
 

@@ -10,14 +10,13 @@ import datetime as _dt
 from pathlib import Path
 from typing import Optional
 
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from ...errors import DicomError, ImageWriteError
 from ..atomic import atomic_path
+from .header import parse_dicom, text_value
 from .provenance import DicomProvenance
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -30,21 +29,17 @@ def read_object(path, expected: str) -> Dataset:
     """Read a whole DICOM file and check its Modality is ``expected`` (e.g. ``"RTSTRUCT"``).
 
     Raises:
-        DicomError: missing, empty, not DICOM, truncated, or another kind of object.
+        DicomError: missing, empty, not DICOM, malformed (every element is converted
+            and checked, see :func:`~.header.parse_dicom`), or another kind of object.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DicomError(f"no such file: {path}")
-    try:
-        dataset = pydicom.dcmread(str(path), force=True)
-        modality = str(dataset.get("Modality", "")).strip()
-        sop_class = dataset.get("SOPClassUID")
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError) as error:
-        raise DicomError(f"cannot read {path}: not a readable DICOM file ({type(error).__name__}: {error})") from None
+    dataset = parse_dicom(path, keywords=None, defer_bulk=False, error=DicomError)
+    modality = text_value(dataset, "Modality")
+    sop_class = dataset.get("SOPClassUID")
     if not modality and sop_class is None:
         raise DicomError(f"cannot read {path}: not a DICOM file (no Modality, no SOP Class UID)")
     if modality != expected:
-        kind = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
+        kind = getattr(sop_class, "name", None) or text_value(dataset, "SOPClassUID") or "unknown SOP class"
         raise DicomError(f"{path} is a DICOM {modality or 'unknown-modality'} object ({kind}), not an {expected}")
     return dataset
 
@@ -52,11 +47,10 @@ def read_object(path, expected: str) -> Dataset:
 def modality_of(path) -> Optional[str]:
     """The Modality of a DICOM file (header only), or None if it is not DICOM."""
     try:
-        header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["Modality"], force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
+        header = parse_dicom(path, keywords=("Modality",), error=DicomError)
+    except DicomError:
         return None
-    value = str(header.get("Modality", "")).strip()
-    return value or None
+    return text_value(header, "Modality") or None
 
 
 def new_uid() -> str:

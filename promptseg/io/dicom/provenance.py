@@ -8,6 +8,7 @@ Position (Patient) -- read once from the slice headers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -90,7 +91,7 @@ def _floats(dataset: pydicom.Dataset, keyword: str, count: int) -> Optional[tupl
         numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
-    return numbers if len(numbers) == count else None
+    return numbers if len(numbers) == count and all(math.isfinite(v) for v in numbers) else None
 
 
 def provenance_from_headers(headers: Sequence[pydicom.Dataset]) -> Optional[DicomProvenance]:
@@ -118,7 +119,7 @@ def provenance_from_headers(headers: Sequence[pydicom.Dataset]) -> Optional[Dico
     if orientation is None or spacing is None:
         return None
     thickness = _floats(first, "SliceThickness", 1)
-    number = first.get("SeriesNumber")
+    number = _floats(first, "SeriesNumber", 1)
     return DicomProvenance(
         patient_id=_text(first, "PatientID"),
         patient_name=_text(first, "PatientName"),
@@ -132,7 +133,7 @@ def provenance_from_headers(headers: Sequence[pydicom.Dataset]) -> Optional[Dico
         referring_physician_name=_text(first, "ReferringPhysicianName"),
         study_description=_text(first, "StudyDescription"),
         series_instance_uid=_text(first, "SeriesInstanceUID"),
-        series_number=int(number) if number not in (None, "") else None,
+        series_number=int(number[0]) if number and abs(number[0]) < 2**31 else None,
         series_description=_text(first, "SeriesDescription"),
         modality=_text(first, "Modality"),
         frame_of_reference_uid=_text(first, "FrameOfReferenceUID"),
@@ -146,11 +147,3 @@ def provenance_from_headers(headers: Sequence[pydicom.Dataset]) -> Optional[Dico
         manufacturer=_text(first, "Manufacturer"),
         specific_character_set=_text(first, "SpecificCharacterSet"),
     )
-
-
-def read_slice_headers(files: Sequence) -> list[pydicom.Dataset]:
-    """The headers of ``files`` (only :data:`HEADER_KEYWORDS`, no pixels)."""
-    return [
-        pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=list(HEADER_KEYWORDS), force=True)
-        for f in files
-    ]

@@ -198,7 +198,7 @@ def _contour_points(contour: Dataset) -> Optional[np.ndarray]:
     except (TypeError, ValueError, UnicodeDecodeError):
         return None
     declared = contour.get("NumberOfContourPoints")
-    if values.size < 9 or values.size % 3 or (declared not in (None, "") and int(declared) * 3 != values.size):
+    if values.size < 9 or values.size % 3 or (declared not in (None, "") and _int(declared, -1) * 3 != values.size):
         return None
     return values.reshape(-1, 3)
 

@@ -20,7 +20,8 @@ from pydicom.dataset import Dataset
 
 from ...errors import DicomError
 from ...volume import Volume
-from .objects import modality_of, new_uid, read_object, save_dataset
+from ..common import printable
+from .objects import new_uid, read_object, save_dataset
 from .planes import slice_planes
 from .provenance import DicomProvenance
 from .rtstruct_read import RoiInfo, RoiLabels
@@ -207,13 +208,12 @@ def read_seg(path, reference: Volume) -> RoiLabels:
     import highdicom as hd
 
     path = Path(path)
-    if modality_of(path) != "SEG":
-        raise DicomError(f"{path} is not a DICOM SEG (Modality {modality_of(path) or 'unknown: not DICOM'})")
+    dataset = read_object(path, "SEG")
     slice_planes(reference, "a DICOM SEG")
     try:
-        seg = hd.seg.segread(str(path))
-    except Exception as error:  # highdicom raises many types on malformed input
-        raise DicomError(f"cannot read {path}: {type(error).__name__}: {error}") from None
+        seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
+    except Exception as error:  # noqa: BLE001 - highdicom raises many types on malformed input
+        raise DicomError(f"cannot read {path}: {printable(f'{type(error).__name__}: {error}', 200)}") from None
     provenance = reference.dicom
     frame = str(seg.get("FrameOfReferenceUID", "")).strip()
     if frame and provenance.frame_of_reference_uid and frame != provenance.frame_of_reference_uid:
