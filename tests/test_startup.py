@@ -87,3 +87,23 @@ def test_the_torch_runtime_and_point_prompts_still_load_torch_when_they_need_it(
     eager = mask_of(tmp_path / "eager.nii.gz")[9] > 0
     dice = 2 * np.logical_and(warm, eager).sum() / (warm.sum() + eager.sum())
     assert dice >= 0.9, dice
+
+
+def test_numpy_and_tensor_features_both_survive_the_session_disk_cache(warm_cache, tmp_path):
+    import torch
+
+    from promptseg.models.base import Embedding
+    from promptseg.session import EmbeddingCache
+    from promptseg.session.cache import EmbeddingKey
+
+    model, embedding = warm_cache
+    assert isinstance(embedding.features, np.ndarray) and embedding.features.shape == (1, 256, 64, 64)
+    expected = model.decode(embedding, box=(21, 64, 29, 75))
+    as_tensor = Embedding(torch.from_numpy(embedding.features.copy()), embedding.original_size, embedding.input_size)
+    for z, stored in enumerate((embedding, as_tensor)):  # numpy: this version on CPU; a tensor: older caches
+        key = EmbeddingKey("breast1", "litemedsam", "mr", z)
+        EmbeddingCache(directory=tmp_path).put(key, stored)
+        again = EmbeddingCache(directory=tmp_path).get(key)
+        assert type(again.features) is type(stored.features)
+        got = model.decode(again, box=(21, 64, 29, 75))
+        assert np.array_equal(got.logits, expected.logits) and got.score == expected.score
