@@ -27,6 +27,20 @@ def check_device_name(spec) -> str:
     return text
 
 
+def device_name(spec) -> str:
+    """The device ``spec`` resolves to, as text (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+
+    ``cpu`` is answered without importing torch (a warm CPU start never needs it);
+    anything else goes through :func:`resolve_device` and its hardware checks.
+
+    Raises:
+        OptionError: as :func:`resolve_device`.
+    """
+    if check_device_name(spec) == "cpu":
+        return "cpu"
+    return str(resolve_device(spec))
+
+
 def resolve_device(spec):
     """A ``torch.device`` for ``spec``; ``auto`` picks CUDA when available, else CPU.
 

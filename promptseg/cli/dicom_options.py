@@ -56,7 +56,6 @@ def check_dicom_output(args, volume) -> None:
 def roi_prompts(args, volume):
     """``[prompt]`` from ``--prompt-roi`` (printing where it came from), or None without that option."""
     from ..errors import PromptError
-    from ..prompts.roi import prompt_from_roi
 
     if not args.prompt_roi:
         if args.rtstruct:
@@ -66,6 +65,7 @@ def roi_prompts(args, volume):
             args.slice is not None]):
         raise PromptError("--prompt-roi makes the prompt: do not combine it with --box/--point/--line/--box3d/"
                           "--key-box/--prompts/--prompt-from/--slice")
+    from ..prompts.roi import prompt_from_roi  # the DICOM readers (pydicom): only with --prompt-roi
     prompt, roi, path = prompt_from_roi(volume, args.prompt_roi, args.rtstruct, label=args.label, name=args.name)
     z = prompt.start_slice
     box = prompt.slices[z].box

@@ -11,15 +11,17 @@ returns.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from ..errors import PromptError
 from ..models import Capability, require
-from ..models.sam2_memory import Seed, Track
 from ..prompts import ObjectPrompt
 from .results import ObjectResult
+
+if TYPE_CHECKING:  # the SAM2 model layer imports torch: loaded when memory propagation runs
+    from ..models.sam2_memory import Track
 
 
 def tracks_from_prompts(
@@ -39,6 +41,8 @@ def tracks_from_prompts(
         PromptError: a mask prompt for a label no object has, on a slice the object is
             not prompted on, or of the wrong shape.
     """
+    from ..models.sam2_memory import Seed, Track
+
     depth, height, width = shape
     masks = masks or {}
     unknown = sorted(set(masks) - {p.label for p in prompts})

@@ -59,7 +59,8 @@ def model_record(segmenter) -> dict:
         "name": getattr(segmenter, "name", type(segmenter).__name__),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "weights_sha256_16": getattr(segmenter, "weights_digest", None),
-        "device": str(getattr(segmenter, "device", "cpu")),
+        # device_name where a backend has it: reading LiteMedSAM's torch.device would import torch
+        "device": getattr(segmenter, "device_name", None) or str(getattr(segmenter, "device", "cpu")),
         "runtime": getattr(encoder, "name", None) or getattr(segmenter, "runtime_kind", None),
         "precision": getattr(encoder, "precision", None) or getattr(segmenter, "precision", None),
     }

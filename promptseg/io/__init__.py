@@ -15,7 +15,6 @@ Public API:
 
 from .atomic import atomic_path, atomic_paths
 from .common import SUPPORTED_IMAGE_SUFFIXES, supported_formats_text
-from .dicom.series import list_dicom_series
 from .limits import read_budget, set_read_budget
 from .readers import load_labels, load_volume
 from .writers import (
@@ -25,6 +24,16 @@ from .writers import (
     save_mask,
     save_volume,
 )
+
+
+
+def __getattr__(name: str):
+    if name == "list_dicom_series":  # the DICOM readers import pydicom: loaded when DICOM is read
+        from .dicom.series import list_dicom_series
+
+        return list_dicom_series
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SUPPORTED_IMAGE_SUFFIXES",

@@ -25,7 +25,6 @@ from .common import (
     format_suffix,
     supported_formats_text,
 )
-from .dicom.series import is_dicom_file, read_dicom_file, read_dicom_series
 from .npz import read_npz
 from .raster import read_raster
 from .sitk_image import read_sitk_file
@@ -57,7 +56,11 @@ def _format_of(path: Path) -> str:
     for kind, suffixes in (("sitk", SITK_SUFFIXES), ("npz", NPZ_SUFFIXES), ("raster", RASTER_SUFFIXES)):
         if suffix in suffixes:
             return kind
-    if suffix in DICOM_SUFFIXES or is_dicom_file(path):
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    from .dicom.series import is_dicom_file  # pydicom is imported only for DICOM (or unknown) input
+
+    if is_dicom_file(path):
         return "dicom"
     raise ImageReadError(
         f"{path}: unknown image format '{suffix or '(no extension)'}'; {supported_formats_text()}"
@@ -69,6 +72,8 @@ def _read(path: Path, series_uid: Optional[str], labels: bool) -> Volume:
     kind = _format_of(path)
     if series_uid is not None and kind not in ("dicom-series", "dicom"):
         raise ImageReadError(f"{path}: a series UID only applies to DICOM input")
+    if kind in ("dicom-series", "dicom"):
+        from .dicom.series import read_dicom_file, read_dicom_series
     if kind == "dicom-series":
         return read_dicom_series(path, series_uid)
     if kind == "sitk":

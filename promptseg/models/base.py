@@ -27,7 +27,8 @@ class Embedding:
     """A slice after the image encoder.
 
     Attributes:
-        features: backend-specific encoder output (e.g. a ``(1, 256, 64, 64)`` tensor).
+        features: backend-specific encoder output (LiteMedSAM: ``(1, 256, 64, 64)`` float32,
+            a numpy array on CPU and a tensor on other devices; SAM2: a dict of tensors).
         original_size: ``(H, W)`` of the slice that was embedded, pixels.
         input_size: ``(h, w)`` of the resized slice inside the model input
             (before padding), pixels.

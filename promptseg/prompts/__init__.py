@@ -8,7 +8,6 @@
 - :mod:`.roi` -- a box prompt from an existing RTSTRUCT ROI (imports the DICOM readers, so not re-exported here).
 """
 
-from .file import load_prompt_file, parse_prompt_document, prompt_to_dict
 from .model import (
     Box,
     ObjectPrompt,
@@ -22,6 +21,7 @@ from .model import (
     interpolate_key_boxes,
     line_to_box,
     make_object,
+    prompt_to_dict,
     validate,
 )
 from .parse import (
@@ -33,6 +33,19 @@ from .parse import (
     parse_point,
     parse_range,
 )
+
+#: names read from :mod:`.file` on first use (it imports pydantic, which a run with prompts on the
+#: command line never needs)
+_FROM_FILE = ("load_prompt_file", "parse_prompt_document")
+
+
+def __getattr__(name: str):
+    if name in _FROM_FILE:
+        from . import file
+
+        return getattr(file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Box",

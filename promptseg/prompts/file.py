@@ -9,7 +9,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import PromptError
-from .model import ObjectPrompt, Point, check_unique_labels, make_object
+from .model import ObjectPrompt, Point, check_unique_labels, make_object, prompt_to_dict  # noqa: F401 (re-exported)
 
 class _ObjectModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -188,24 +188,3 @@ def load_prompts(path: str | Path, volume) -> tuple[list[ObjectPrompt], list[str
     if is_markups(doc):
         return parse_markups(doc, volume, source=str(path))
     return parse_prompt_document(doc, image_shape=tuple(volume.shape[1:]), source=str(path), volume=volume), []
-
-
-def prompt_to_dict(prompt: ObjectPrompt) -> dict:
-    """The JSON form of an object prompt (what :func:`parse_prompt_document` reads back)."""
-    out: dict = {"label": prompt.label}
-    if prompt.name:
-        out["name"] = prompt.name
-    if prompt.is_key_slices:
-        out["key_slices"] = {str(z): list(sp.box) for z, sp in sorted(prompt.slices.items())}
-        return out
-    (z, sp), = prompt.slices.items()
-    out["slice"] = z
-    if sp.line is not None:
-        out["line"] = [float(v) for v in sp.line]
-    elif sp.box is not None:
-        out["box"] = [float(v) for v in sp.box]
-    if sp.points:
-        out["points"] = [[p.x, p.y, int(p.positive)] for p in sp.points]
-    if prompt.z_range is not None:
-        out["z_range"] = list(prompt.z_range)
-    return out

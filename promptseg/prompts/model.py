@@ -300,3 +300,24 @@ def make_object(
     if z_range is not None:
         rng = (int(z_range[0]), int(z_range[1]))
     return ObjectPrompt({int(slice): sp}, label=label, name=name, z_range=rng)
+
+
+def prompt_to_dict(prompt: ObjectPrompt) -> dict:
+    """The JSON form of an object prompt (what :func:`~promptseg.prompts.file.parse_prompt_document` reads back)."""
+    out: dict = {"label": prompt.label}
+    if prompt.name:
+        out["name"] = prompt.name
+    if prompt.is_key_slices:
+        out["key_slices"] = {str(z): list(sp.box) for z, sp in sorted(prompt.slices.items())}
+        return out
+    (z, sp), = prompt.slices.items()
+    out["slice"] = z
+    if sp.line is not None:
+        out["line"] = [float(v) for v in sp.line]
+    elif sp.box is not None:
+        out["box"] = [float(v) for v in sp.box]
+    if sp.points:
+        out["points"] = [[p.x, p.y, int(p.positive)] for p in sp.points]
+    if prompt.z_range is not None:
+        out["z_range"] = list(prompt.z_range)
+    return out

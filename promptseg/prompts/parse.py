@@ -112,10 +112,10 @@ def objects_from_options(
     Raises:
         PromptError: one line naming the options that clash or the text that does not parse.
     """
-    from .file import load_prompt_file
-
     single = any([box, points, line, box3d, key_boxes])
     if prompt_file:
+        from .file import load_prompt_file  # imports pydantic: only for a prompt file
+
         if single:
             raise PromptError("give either --prompts FILE or --box/--point/--line/--box3d/--key-box, not both")
         if z_range:

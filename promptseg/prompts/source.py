@@ -87,16 +87,19 @@ class PromptSource:
             PromptError: no prompt, malformed prompts, prompts outside the image.
             GeometryError: a label map on another grid.
         """
-        from .file import load_prompts
-        from .from_labels import load_label_prompts
-        from .parse import objects_from_options
-
         notes: list[str] = []
+        # each source's reader imported when used (the file reader needs pydantic, the label one pydicom)
         if self.prompt_file:
+            from .file import load_prompts
+
             objects, notes = load_prompts(self.prompt_file, volume)
         elif self.label_map:
+            from .from_labels import load_label_prompts
+
             objects = load_label_prompts(self.label_map, volume, self.labels)
         else:
+            from .parse import objects_from_options
+
             objects = objects_from_options(num_slices=volume.num_slices, image_shape=tuple(volume.shape[1:]),
                                            **self.options)
         fitted = []

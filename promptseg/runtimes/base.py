@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Callable, Optional, Protocol, runtime_checkable
+import sys
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the torch runtimes and exports only, never by a cached OpenVINO start
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +81,23 @@ class PerSliceRuntime:
         return f"<encoder runtime {self.name} {self.precision} ({self.input_size} px)>"
 
 
+def is_tensor(value) -> bool:
+    """True for a ``torch.Tensor``; never imports torch (a process that has not imported it holds none)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def is_module(value) -> bool:
+    """True for a ``torch.nn.Module``; never imports torch (see :func:`is_tensor`)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
 @contextlib.contextmanager
 def torch_threads(num_threads: Optional[int]):
     """Use ``num_threads`` torch threads inside the block (no-op for None)."""
+    import torch
+
     if num_threads is None or num_threads == torch.get_num_threads():
         yield
         return
@@ -94,6 +111,8 @@ def torch_threads(num_threads: Optional[int]):
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of the module's first parameter (CPU for a module without parameters)."""
+    import torch
+
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
@@ -106,6 +125,8 @@ def probe_input(input_size: int) -> np.ndarray:
 
 def eager_reference(encoder: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     """``encoder(images)`` in eager PyTorch, numpy float32 out."""
+    import torch
+
     with torch.inference_mode():
         x = torch.from_numpy(images).to(module_device(encoder))
         return encoder(x).float().cpu().numpy()

@@ -8,15 +8,17 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-import torch
 
 from ..errors import ImageWriteError, ModelError
 from ..io.atomic import atomic_path
-from . import cpu, eager, onnx_export, onnxruntime_backend, openvino_backend, precision as prec, quantize
+from . import cpu, onnx_export, onnxruntime_backend, openvino_backend, precision as prec, quantize
 from .base import EncoderRuntime, PerSliceRuntime, default_num_threads, one_line, verify
+
+if TYPE_CHECKING:  # the torch runtimes import it; a cached OpenVINO / ONNX Runtime build never does
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +71,20 @@ def available_runtimes() -> list[str]:
     return [kind for kind in CPU_AUTO_ORDER if not missing_packages(kind)]
 
 
-def native_candidates(kind: str, device: torch.device) -> dict[str, str]:
+def device_type(device) -> str:
+    """``"cpu"``, ``"cuda"``, ... of a ``torch.device`` or a device name (no torch import for a name)."""
+    return getattr(device, "type", None) or str(device).split(":")[0]
+
+
+def native_candidates(kind: str, device: str | torch.device) -> dict[str, str]:
     """Reduced precisions ``"auto"`` may try for runtime ``kind`` on ``device``, with the evidence."""
-    if device.type == "cuda" and kind == "torch":
+    if device_type(device) == "cuda" and kind == "torch":
+        import torch
+
         if torch.cuda.is_bf16_supported():
             return {"bf16": f"CUDA device {torch.cuda.get_device_name(device)} supports bf16"}
         return {"fp16": f"CUDA device {torch.cuda.get_device_name(device)}"}
-    if device.type == "cpu" and kind == "openvino":
+    if device_type(device) == "cpu" and kind == "openvino":
         return {p: why for p, why in cpu.native_precisions().items() if p in SUPPORTED_PRECISIONS[kind]}
     return {}
 
@@ -99,11 +108,17 @@ class _Builder:
     def build(self, kind: str, precision: str) -> EncoderRuntime:
         if precision not in SUPPORTED_PRECISIONS[kind]:
             raise ModelError(f"encoder runtime {kind!r} runs {', '.join(SUPPORTED_PRECISIONS[kind])}, not {precision}")
+        if kind in ("torch", "torch-jit"):
+            import torch
+
+            from . import eager
+
+            device = torch.device(self.device)
         if kind == "torch":
-            runtime = eager.TorchRuntime(self.encoder, self.input_size, self.device, self.num_threads,
+            runtime = eager.TorchRuntime(self.encoder, self.input_size, device, self.num_threads,
                                          autocast=None if precision == "fp32" else precision)
         elif kind == "torch-jit":
-            runtime = eager.build_torch_jit(self.encoder, self.input_size, self.device, self.num_threads)
+            runtime = eager.build_torch_jit(self.encoder, self.input_size, device, self.num_threads)
         else:
             runtime = self._exported(kind, precision)
         runtime.precision = precision
@@ -163,9 +178,11 @@ class _Builder:
         self._temporary = []
 
 
-def _verdict_key(cache_key: str, kind: str, device: torch.device, requested: str, candidates) -> dict:
+def _verdict_key(cache_key: str, kind: str, device: str | torch.device, requested: str, candidates) -> dict:
+    from importlib.metadata import version
+
     info = cpu.cpu_info()
-    versions = {"torch": torch.__version__}
+    versions = {"torch": version("torch")}  # read without importing torch (the exports came from this torch)
     if kind == "openvino":
         versions["openvino"] = openvino_backend.version()
         if "int8" in candidates:
@@ -179,7 +196,7 @@ def _verdict_key(cache_key: str, kind: str, device: torch.device, requested: str
         "model": cache_key,
         "cpu": info.model,
         "cpu_flags": info.reported_flags(),
-        "device": str(device) if device.type != "cpu" else "cpu",
+        "device": str(device) if device_type(device) != "cpu" else "cpu",
         "runtime": kind,
         "versions": versions,
         "requested": requested,
@@ -189,7 +206,7 @@ def _verdict_key(cache_key: str, kind: str, device: torch.device, requested: str
 
 def decoder_verdict_key(cache_key: str, candidates) -> dict:
     """What the box decoder's precision verdict depends on (model, CPU, OpenVINO), for its cache."""
-    return {**_verdict_key(cache_key, "openvino", torch.device("cpu"), "auto", candidates), "part": "box decoder"}
+    return {**_verdict_key(cache_key, "openvino", "cpu", "auto", candidates), "part": "box decoder"}
 
 
 def _gated(builder: _Builder, kind: str, requested: str, candidates: dict[str, str], cache_key, cache_dir):
@@ -234,7 +251,7 @@ def _build_at(builder: _Builder, kind: str, precision: str, cache_key, cache_dir
         return _gated(builder, kind, "auto", candidates, cache_key, cache_dir)[0]
     # an explicit reduced precision
     native = native_candidates(kind, builder.device)
-    if builder.device.type == "cpu" and precision not in cpu.native_precisions():
+    if device_type(builder.device) == "cpu" and precision not in cpu.native_precisions():
         logger.warning("%s is not native on this CPU (%s); it is emulated and likely slower than fp32",
                        precision, cpu.cpu_info().model)
     if builder.check is None:
@@ -306,11 +323,16 @@ def build_encoder_runtime(
     prec.check_precision(precision)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise ModelError(f"num_threads must be a positive integer, got {num_threads!r}")
-    device = torch.device(device)
-    if kind in LOADERS and device.type != "cpu":
+    if str(device) == "cpu":
+        device = "cpu"  # the name is enough until a torch runtime is built
+    else:
+        import torch
+
+        device = torch.device(device)
+    if kind in LOADERS and device_type(device) != "cpu":
         raise ModelError(f"encoder runtime {kind!r} runs on CPU only; use 'torch' or 'auto' on {device}")
     if kind == "auto":
-        order = CPU_AUTO_ORDER if device.type == "cpu" else ("torch",)
+        order = CPU_AUTO_ORDER if device_type(device) == "cpu" else ("torch",)
     else:
         order = (kind,)
     if precision not in ("auto", "fp32"):

@@ -30,14 +30,18 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..io.atomic import atomic_path
+from .base import is_tensor
 from .onnx_export import CACHE_FORMAT, ONNX_OPSET
+
+if TYPE_CHECKING:  # an export and the eager graph need torch; a cached decoder runs without it
+    import torch
+
+    from .decoder_graph import BoxDecoderGraph
 
 logger = logging.getLogger(__name__)
 
@@ -45,38 +49,28 @@ INPUT_NAMES = ["features", "box", "crop", "size"]
 OUTPUT_NAMES = ["logits", "iou"]
 
 
-class BoxDecoderGraph(torch.nn.Module):
-    """``prompt_encoder`` + ``mask_decoder`` + crop + up-sampling as one module (see the module docstring)."""
+def __getattr__(name: str):
+    if name == "BoxDecoderGraph":  # defined apart: subclassing torch.nn.Module imports torch
+        from .decoder_graph import BoxDecoderGraph
 
-    def __init__(self, prompt_encoder: torch.nn.Module, mask_decoder: torch.nn.Module) -> None:
-        super().__init__()
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-
-    def forward(self, features, box, crop, size):
-        sparse, dense = self.prompt_encoder(points=None, boxes=box[:, None, :], masks=None)
-        low_res, iou = self.mask_decoder(
-            image_embeddings=features,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        cropped = low_res[:, :, : crop[0], : crop[1]]
-        logits = F.interpolate(cropped, size=(size[0], size[1]), mode="bilinear", align_corners=False)
-        return logits, iou
+        return BoxDecoderGraph
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def decode_eager(graph: BoxDecoderGraph, features: torch.Tensor, box: np.ndarray, crop, size) -> tuple[np.ndarray, float]:
-    """The graph in eager PyTorch: ``(H, W)`` float32 logits and the predicted IoU."""
+def decode_eager(graph: BoxDecoderGraph, features, box: np.ndarray, crop, size) -> tuple[np.ndarray, float]:
+    """The graph in eager PyTorch: ``(H, W)`` float32 logits and the predicted IoU (``features``: tensor or numpy)."""
+    import torch
+
     with torch.inference_mode():
-        logits, iou = graph(features, torch.as_tensor(box, dtype=torch.float32).view(1, 4),
+        logits, iou = graph(torch.as_tensor(features), torch.as_tensor(box, dtype=torch.float32).view(1, 4),
                             torch.as_tensor(crop), torch.as_tensor(size))
     return logits[0, 0].float().cpu().numpy(), float(iou[0, 0])
 
 
 def export_decoder(graph: BoxDecoderGraph, feature_shape: tuple[int, ...], path: Path) -> None:
     """Export ``graph`` to the ONNX file ``path`` (TorchScript-based exporter, crop and size dynamic)."""
+    import torch
+
     features = torch.zeros(feature_shape, dtype=torch.float32)
     box = torch.tensor([[10.0, 10.0, 100.0, 100.0]])
     crop = torch.tensor([200, 256], dtype=torch.int64)
@@ -108,7 +102,7 @@ class ExportedBoxDecoder:
         self.precision_reason = f"{precision} requested"
 
     def __call__(self, features, box, crop, size) -> tuple[np.ndarray, float]:
-        if isinstance(features, torch.Tensor):
+        if is_tensor(features):
             features = features.detach().cpu().numpy()
         inputs = {
             0: np.ascontiguousarray(features, dtype=np.float32),
@@ -124,6 +118,7 @@ class ExportedBoxDecoder:
 
 
 def _graph(net) -> BoxDecoderGraph:
+    from .decoder_graph import BoxDecoderGraph
     from .onnx_export import resolve_module
 
     module = resolve_module(net)

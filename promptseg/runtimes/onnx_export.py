@@ -25,15 +25,17 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
 
 from ..errors import ImageWriteError
 from ..io.atomic import atomic_path
 from ..io.digest import sha256_file
-from .base import eager_reference, module_device, probe_input
+from .base import eager_reference, is_module, module_device, probe_input
+
+if TYPE_CHECKING:  # imported by an export only: a cached entry is read without torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ def export_onnx(encoder: torch.nn.Module, input_size: int, path: Path) -> None:
     Uses the TorchScript-based exporter (``dynamo=False``) on a CPU copy when the
     encoder lives elsewhere. The graph is fixed at batch 1.
     """
+    import torch
+
     module = encoder if module_device(encoder).type == "cpu" else copy.deepcopy(encoder).cpu()
     dummy = torch.zeros(1, 3, input_size, input_size, dtype=torch.float32)
     was_training = module.training
@@ -88,7 +92,7 @@ def export_onnx(encoder: torch.nn.Module, input_size: int, path: Path) -> None:
 
 def resolve_module(module) -> torch.nn.Module:
     """``module`` itself, or what the zero-argument function ``module`` returns (a lazily built network)."""
-    return module if isinstance(module, torch.nn.Module) else module()
+    return module if is_module(module) else module()
 
 
 class OnnxArtefact:
