@@ -47,10 +47,14 @@ class Prediction:
         logits: ``(H, W)`` float32 mask logits at the slice's resolution
             (``> 0`` is inside).
         score: the model's own predicted IoU of the mask, in [0, 1] (roughly).
+        low_res: ``(s, s)`` float32 logits on the decoder's own grid (SAM family: 256 x 256,
+            padding included), which :meth:`Segmenter.decode_with_mask` takes back as a
+            dense mask prompt; None when the decode path does not give them.
     """
 
     logits: np.ndarray
     score: float
+    low_res: Optional[np.ndarray] = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -115,6 +119,29 @@ class Segmenter(ABC):
         small per-slice differences would compound along a chain. Default: :meth:`decode`.
         """
         return self.decode(embedding, box=box, points=points, point_labels=point_labels)
+
+    def decode_with_mask(
+        self,
+        embedding: Embedding,
+        mask_logits: Optional[np.ndarray],
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """:meth:`decode` with a dense mask prompt, returning :attr:`Prediction.low_res`.
+
+        Args:
+            mask_logits: ``(s, s)`` low-resolution logits of an earlier prediction
+                (:attr:`Prediction.low_res`, e.g. the neighbouring slice's), or None for no
+                mask prompt (the prediction still carries its ``low_res``).
+            box, points, point_labels: as :meth:`decode`.
+
+        Raises:
+            OptionError: the backend takes no mask prompt (default).
+        """
+        from ..errors import OptionError
+
+        raise OptionError(f"model {self.name} does not take a mask prompt (--mask-prompt)")
 
     @abstractmethod
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
