@@ -9,7 +9,14 @@ seeded draws (seeds 0, 1, ...), and with ``--points`` the 3 + 1 clicks too -- wi
 measure and case (jitter and points: mean over the seeds).
 
     python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt \
-        --variants default mask-prompt drift --seeds 3 [--model litemedsam] [--points]
+        --variants default mask-prompt mask-points --seeds 3 [--model litemedsam] [--points]
+    python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt --table
+
+The drift test of the stop rule (``StopRule.drift_shift`` / ``drift_growth``) is measured offline
+(``--table``): it can only end a chain earlier than the default rule, and a chain's masks do not
+depend on where it stops, so cutting the default variant's saved predictions at the first slice
+that fails the test gives exactly what the chain with that test returns (``--table`` checks that
+the uncut predictions reproduce the recorded Dice).
 """
 
 from __future__ import annotations
@@ -28,9 +35,13 @@ import quality  # noqa: E402  (benchmarks/quality.py: the same prompts and code 
 VARIANTS = {
     "default": {},
     "mask-prompt": {"mask_prompt": True},
-    "drift": {"drift_stop": True},
     "mask-points": {"mask_points": True},
 }
+#: (drift_shift, drift_growth) of the stop rule measured offline by --table
+DRIFT_RULES = ((0.5, None), (0.75, None), (1.0, None), (1.25, None), (1.5, None), (None, 1.5), (None, 2.0),
+               (None, 3.0), (1.0, 2.0))
+CASES = ("lung1", "lung2", "brain1", "brain2", "breast1")
+MEASURES = {"box-mid": "box", "box-mid-z": "z-range", "jitter_px=5": "j5", "jitter_px=10": "j10"}
 
 
 def main(argv=None) -> int:
@@ -42,7 +53,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--points", action="store_true", help="also the 3 + 1 points prompt")
     parser.add_argument("--only", nargs="+", default=None, help="measures: box-mid box-mid-z jitter points")
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown tables of the measured variants and the offline drift test")
     args = parser.parse_args(argv)
+    if args.table:
+        print(tables(args.manifest, args.runs, args.model))
+        return 0
     unknown = [v for v in args.variants if v not in VARIANTS and "+" not in v]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)} (combine with +)")
@@ -91,6 +107,88 @@ def measure(manifest: Path, runs: Path, model: str, options: dict, seeds: int, w
     for setting, found in draws.items():
         measures[setting] = {c: float(np.mean([d[c] for d in found])) for c in found[0]}
     return measures
+
+
+def _unit_dice(runs: Path) -> dict:
+    """``{measure: {case: [dice per draw]}}`` from a variant's run folders (unit records)."""
+    out: dict = {}
+    for unit in sorted(runs.glob("*/units/**/*.json")):
+        record = json.loads(unit.read_text())
+        folder = unit.relative_to(runs).parts[0]
+        measure = MEASURES.get(folder) or MEASURES.get(record["setting"]) or record["setting"]
+        out.setdefault(measure, {}).setdefault(record["case"], []).append(record["rows"][0]["dice"])
+    return out
+
+
+def _row(name: str, measure: str, by_case: dict) -> str:
+    import numpy as np
+
+    values = [float(np.mean(by_case[c])) if c in by_case else float("nan") for c in CASES]
+    return (f"| {name} | {measure} | " + " | ".join(f"{v:.3f}" for v in values)
+            + f" | {np.nanmean(values):.3f} |")
+
+
+def drift_dice(manifest: Path, runs: Path) -> dict:
+    """``{rule: {measure: {case: [dice per draw]}}}``: the default variant's box / jitter predictions
+    cut where the drift test would have ended each direction (see the module docstring)."""
+    import csv
+
+    from promptseg.evaluation.metrics import dice
+    from promptseg.inference.stop_rule import drift
+    from promptseg.io import load_labels, load_volume
+
+    cases = {row["case"]: row for row in csv.DictReader(open(manifest, encoding="utf-8"))}
+    loaded: dict = {}
+    out: dict = {}
+    for unit in sorted(runs.glob("*/units/**/*.json")):
+        folder = runs / unit.relative_to(runs).parts[0]
+        record = json.loads(unit.read_text())
+        measure = MEASURES.get(folder.name) or MEASURES.get(record["setting"])
+        if measure not in ("box", "j5", "j10"):
+            continue
+        case = record["case"]
+        if case not in loaded:
+            volume = load_volume(cases[case]["image"])
+            loaded[case] = volume, load_labels(cases[case]["label"], reference=volume).array > 0
+        volume, reference = loaded[case]
+        predicted = load_labels(folder / record["prediction"], reference=volume).array > 0
+        seed = json.loads((folder / record["prompts"]).read_text())["objects"][0]["slice"]
+        if abs(dice(predicted, reference) - record["rows"][0]["dice"]) > 1e-6:
+            raise SystemExit(f"{unit}: the saved prediction does not give the recorded Dice")
+        for rule in DRIFT_RULES:
+            cut = predicted.copy()
+            for step in (1, -1):
+                z = seed + step
+                while 0 <= z < cut.shape[0] and cut[z].any():
+                    shift, growth = drift(cut[z], cut[z - step], tuple(volume.spacing[:2]))
+                    if (rule[0] is not None and shift > rule[0]) or (rule[1] is not None and growth > rule[1]):
+                        if step > 0:
+                            cut[z:] = False
+                        else:
+                            cut[: z + 1] = False
+                        break
+                    z += step
+            out.setdefault(rule, {}).setdefault(measure, {}).setdefault(case, []).append(dice(cut, reference))
+    return out
+
+
+def tables(manifest: Path, runs: Path, model: str) -> str:
+    """Markdown: Dice per variant x measure x case, then the drift test's rules (offline)."""
+    header = "| variant | measure | " + " | ".join(CASES) + " | mean |\n|---|---|" + "---|" * (len(CASES) + 1)
+    lines = [header]
+    for variant in VARIANTS:
+        folder = runs / f"{model}-{variant}"
+        if folder.is_dir():
+            found = _unit_dice(folder)
+            lines += [_row(variant, m, found[m]) for m in ("box", "z-range", "j5", "j10") if m in found]
+    default = runs / f"{model}-default"
+    if default.is_dir():
+        lines += ["", header.replace("| variant |", "| drift test |")]
+        for rule, found in drift_dice(manifest, default).items():
+            name = " + ".join(part for part in (f"shift > {rule[0]:g}" if rule[0] else "",
+                                                f"growth > {rule[1]:g}" if rule[1] else "") if part)
+            lines += [_row(name, m, found[m]) for m in ("box", "j5", "j10") if m in found]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
