@@ -10,13 +10,17 @@ measure and case (jitter and points: mean over the seeds).
 
     python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt \
         --variants default mask-prompt mask-points --seeds 3 [--model litemedsam] [--points]
+    python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt --model mobilesam \
+        --variants default mask-prompt --only box-mid jitter --jitter 5
     python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt --table
 
-The drift test of the stop rule (``StopRule.drift_shift`` / ``drift_growth``) is measured offline
-(``--table``): it can only end a chain earlier than the default rule, and a chain's masks do not
-depend on where it stops, so cutting the default variant's saved predictions at the first slice
-that fails the test gives exactly what the chain with that test returns (``--table`` checks that
-the uncut predictions reproduce the recorded Dice).
+A drift test in the stop rule (end a direction when the new mask's centroid moves more than
+``shift`` times the previous mask's equivalent radius ``sqrt(area / pi)``, or its area grows more
+than ``growth`` times) is measured offline (``--table``): such a test can only end a chain earlier
+than the default rule, and a chain's masks do not depend on where it stops, so cutting the default
+variant's saved predictions at the first slice that fails the test gives exactly what a chain with
+that test returns (``--table`` checks that the uncut predictions reproduce the recorded Dice). It
+did not help on these cases and is not in promptseg (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -53,11 +57,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--points", action="store_true", help="also the 3 + 1 points prompt")
     parser.add_argument("--only", nargs="+", default=None, help="measures: box-mid box-mid-z jitter points")
+    parser.add_argument("--jitter", nargs="+", type=int, default=[5, 10], help="jitter values, px (default 5 10)")
     parser.add_argument("--table", action="store_true",
                         help="print the markdown tables of the measured variants and the offline drift test")
     args = parser.parse_args(argv)
     if args.table:
-        print(tables(args.manifest, args.runs, args.model))
+        print(tables(args.manifest, args.runs, args.model, drift=args.model == "litemedsam"))
         return 0
     unknown = [v for v in args.variants if v not in VARIANTS and "+" not in v]
     if unknown:
@@ -68,7 +73,8 @@ def main(argv=None) -> int:
             options.update(VARIANTS[part])
         start = time.time()
         measures = measure(args.manifest, args.runs / f"{args.model}-{variant}", args.model, options, args.seeds,
-                           args.only or ["box-mid", "box-mid-z", "jitter"] + (["points"] if args.points else []))
+                           args.only or ["box-mid", "box-mid-z", "jitter"] + (["points"] if args.points else []),
+                           args.jitter)
         out = args.runs / f"{args.model}-{variant}.json"
         out.write_text(json.dumps({"options": options, "seconds": round(time.time() - start),
                                    "dice": measures}, indent=1))
@@ -77,7 +83,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure(manifest: Path, runs: Path, model: str, options: dict, seeds: int, which) -> dict:
+def measure(manifest: Path, runs: Path, model: str, options: dict, seeds: int, which, jitter=(5, 10)) -> dict:
     """``{measure: {case: dice}}``: ``quality.benchmark_model``'s runs for one variant, only ``which``."""
     import numpy as np
 
@@ -97,7 +103,7 @@ def measure(manifest: Path, runs: Path, model: str, options: dict, seeds: int, w
     for seed in range(seeds):
         if "jitter" in which:
             run = run_benchmark(dataset, segmenter, runs / f"jitter-seed{seed}", sweep="jitter",
-                                sweep_values=[5, 10], seed=seed, **common)
+                                sweep_values=list(jitter), seed=seed, **common)
             for setting, by_case in quality._dice_by_case(run).items():
                 draws.setdefault(setting, []).append(by_case)
         if "points" in which:
@@ -128,13 +134,25 @@ def _row(name: str, measure: str, by_case: dict) -> str:
             + f" | {np.nanmean(values):.3f} |")
 
 
+def drift(mask, previous, spacing_xy) -> tuple[float, float]:
+    """``(shift, growth)`` of a non-empty mask vs the previous slice's non-empty mask: centroid distance
+    over the previous mask's equivalent radius ``sqrt(area / pi)`` (both mm), and the area ratio."""
+    import numpy as np
+
+    def centroid_area(m):
+        ys, xs = np.nonzero(m)
+        return np.array([xs.mean() * spacing_xy[0], ys.mean() * spacing_xy[1]]), len(xs) * spacing_xy[0] * spacing_xy[1]
+
+    (c1, a1), (c0, a0) = centroid_area(mask), centroid_area(previous)
+    return float(np.linalg.norm(c1 - c0) / np.sqrt(a0 / np.pi)), float(a1 / a0)
+
+
 def drift_dice(manifest: Path, runs: Path) -> dict:
     """``{rule: {measure: {case: [dice per draw]}}}``: the default variant's box / jitter predictions
     cut where the drift test would have ended each direction (see the module docstring)."""
     import csv
 
     from promptseg.evaluation.metrics import dice
-    from promptseg.inference.stop_rule import drift
     from promptseg.io import load_labels, load_volume
 
     cases = {row["case"]: row for row in csv.DictReader(open(manifest, encoding="utf-8"))}
@@ -172,7 +190,7 @@ def drift_dice(manifest: Path, runs: Path) -> dict:
     return out
 
 
-def tables(manifest: Path, runs: Path, model: str) -> str:
+def tables(manifest: Path, runs: Path, model: str, drift: bool = True) -> str:
     """Markdown: Dice per variant x measure x case, then the drift test's rules (offline)."""
     header = "| variant | measure | " + " | ".join(CASES) + " | mean |\n|---|---|" + "---|" * (len(CASES) + 1)
     lines = [header]
@@ -182,7 +200,7 @@ def tables(manifest: Path, runs: Path, model: str) -> str:
             found = _unit_dice(folder)
             lines += [_row(variant, m, found[m]) for m in ("box", "z-range", "j5", "j10") if m in found]
     default = runs / f"{model}-default"
-    if default.is_dir():
+    if drift and default.is_dir():
         lines += ["", header.replace("| variant |", "| drift test |")]
         for rule, found in drift_dice(manifest, default).items():
             name = " + ".join(part for part in (f"shift > {rule[0]:g}" if rule[0] else "",

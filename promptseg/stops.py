@@ -31,8 +31,6 @@ class StopReason(str, Enum):
     NOT_OBJECT_LIKE = "does not look like the object"
     #: the stop rule's extent test: beyond the object's expected reach without clear overlap
     BEYOND_REACH = "beyond the object's reach"
-    #: the stop rule's drift test: the mask jumped away from the previous slice's mask
-    DRIFTED = "drifted from the object"
     #: SAM2's object score says the object is absent
     NO_OBJECT_SCORE = "no object"
     #: the caller cancelled (an interactive session)

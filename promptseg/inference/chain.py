@@ -347,8 +347,7 @@ def _step(
     mask = pred.mask
     if prompt.z_range is None:
         distance = abs(z - chain.seed_z) * thickness - thickness / 2
-        check = check_slice(rule, images[z], mask, previous, chain.appearance, distance, chain.radius_mm,
-                            spacing_xy)
+        check = check_slice(rule, images[z], mask, previous, chain.appearance, distance, chain.radius_mm)
         result.checks[z] = check
         if not check.keep:
             chain.active[direction] = False

@@ -29,15 +29,7 @@ stop without any ground truth by asking two questions about every new mask:
    MR tumour the model is *more* confident one slice past the lesion (0.83)
    than on the lesion's last slice (0.73).
 
-3. **Did it jump?** (*drift*, off by default) Compared with the previous
-   slice's mask (the object's own history), the new mask's centroid moved more
-   than ``drift_shift`` times the previous mask's equivalent radius
-   (``sqrt(area / pi)``), or its area grew more than ``drift_growth`` times.
-   A chain that leaves the object along a vessel or onto a neighbour moves
-   sideways or swells from one slice to the next; a lesion's own slices mostly
-   do neither. docs/quality.md has what it changes on the real cases.
-
-The first two tests' parameters are dimensionless and carry a geometric or statistical meaning
+Both parameters are dimensionless and carry a geometric or statistical meaning
 (1 = sphere; 0.5 = majority; IoU 0.5 = the usual "same object" criterion); they
 were not fitted to any data set. Set them through :class:`StopRule`, or pass a
 z-range to switch the rule off.
@@ -66,18 +58,12 @@ class StopRule:
             closer to the object level than to the background level. 0 disables
             the appearance test.
         min_area: masks smaller than this many pixels count as empty.
-        drift_shift: the drift test: maximum centroid shift between consecutive masks,
-            as a multiple of the previous mask's equivalent radius; None disables it.
-        drift_growth: the drift test: maximum area ratio of a mask to the previous one;
-            None disables it.
     """
 
     extent_factor: float = 1.0
     continuity_iou: float = 0.5
     min_object_fraction: float = 0.5
     min_area: int = 1
-    drift_shift: Optional[float] = None
-    drift_growth: Optional[float] = None
 
     def __post_init__(self) -> None:
         """Check every parameter (CLI, server and library callers alike).
@@ -90,13 +76,9 @@ class StopRule:
             ("extent_factor", lambda v: v > 0, "a number > 0 (inf: appearance alone)"),
             ("continuity_iou", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
             ("min_object_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-            ("drift_shift", lambda v: 0 < v < float("inf"), "a number > 0, or None (off)"),
-            ("drift_growth", lambda v: 1 <= v < float("inf"), "a number >= 1, or None (off)"),
         )
         for name, accepted, expected in checks:
             raw = getattr(self, name)
-            if raw is None and name.startswith("drift_"):
-                continue
             try:
                 value = float(raw)
             except (TypeError, ValueError):
@@ -150,8 +132,6 @@ class StopCheck:
         reason: why not (None when ``keep``).
         text: the decision with its measured values, for people.
         object_fraction, iou_previous, distance_mm: the measurements.
-        shift, growth: the drift measurements (centroid shift in previous-mask radii, area
-            ratio to the previous mask).
     """
 
     keep: bool
@@ -160,8 +140,6 @@ class StopCheck:
     object_fraction: float = float("nan")
     iou_previous: float = float("nan")
     distance_mm: float = float("nan")
-    shift: float = float("nan")
-    growth: float = float("nan")
 
 
 def check_slice(
@@ -172,7 +150,6 @@ def check_slice(
     appearance: Optional[Appearance],
     distance_mm: float,
     radius_mm: float,
-    spacing_xy: tuple[float, float] = (1.0, 1.0),
 ) -> StopCheck:
     """Apply ``rule`` to a new mask.
 
@@ -183,7 +160,6 @@ def check_slice(
         distance_mm: ``d - t / 2``: distance from the prompted slice to this slice's
             near face, mm.
         radius_mm: ``R`` for this object, mm.
-        spacing_xy: in-plane pixel size ``(x, y)``, mm (the drift test's centroids and areas).
     """
     area = int(mask.sum())
     if area < rule.min_area:
@@ -191,8 +167,7 @@ def check_slice(
     union = np.logical_or(mask, previous).sum()
     iou = float(np.logical_and(mask, previous).sum() / union) if union else 0.0
     fraction = appearance.object_fraction(image, mask) if appearance is not None else 1.0
-    shift, growth = drift(mask, previous, spacing_xy)
-    measured = dict(object_fraction=fraction, iou_previous=iou, distance_mm=distance_mm, shift=shift, growth=growth)
+    measured = dict(object_fraction=fraction, iou_previous=iou, distance_mm=distance_mm)
     if appearance is not None and fraction < rule.min_object_fraction:
         return StopCheck(False, StopReason.NOT_OBJECT_LIKE,
                          f"does not look like the object ({fraction:.0%} object-like voxels)", **measured)
@@ -204,29 +179,7 @@ def check_slice(
             f"and IoU {iou:.2f} with the previous slice",
             **measured,
         )
-    if rule.drift_shift is not None and shift > rule.drift_shift:
-        return StopCheck(False, StopReason.DRIFTED,
-                         f"centroid moved {shift:.2f} x the previous mask's radius (> {rule.drift_shift:g})", **measured)
-    if rule.drift_growth is not None and growth > rule.drift_growth:
-        return StopCheck(False, StopReason.DRIFTED,
-                         f"area grew {growth:.2f} x from the previous slice (> {rule.drift_growth:g})", **measured)
     return StopCheck(True, None, "continues", **measured)
-
-
-def drift(mask: np.ndarray, previous: np.ndarray, spacing_xy: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float]:
-    """``(shift, growth)`` of a non-empty ``(H, W)`` mask relative to the previous slice's mask:
-    centroid distance (mm) over the previous mask's equivalent radius ``sqrt(area / pi)`` (mm),
-    and the area ratio. ``(nan, nan)`` when ``previous`` is empty."""
-    if not previous.any():
-        return float("nan"), float("nan")
-    sx, sy = spacing_xy
-
-    def centroid_area(m):
-        ys, xs = np.nonzero(m)
-        return np.array([xs.mean() * sx, ys.mean() * sy]), len(xs) * sx * sy
-
-    (c1, a1), (c0, a0) = centroid_area(mask), centroid_area(previous)
-    return float(np.linalg.norm(c1 - c0) / np.sqrt(a0 / np.pi)), float(a1 / a0)
 
 
 def object_radius_mm(box: tuple[float, float, float, float], spacing_xy: tuple[float, float]) -> float:
