@@ -63,3 +63,15 @@ def test_interior_point_is_the_deepest_pixel():
     mask[2:7, 2:6] = True  # small blob
     mask[5:16, 12:23] = True  # the big one: 11 x 11, centre (17, 10)
     assert interior_point(mask).tolist() == [17.0, 10.0]
+
+
+def test_a_backend_without_a_mask_prompt_is_refused_before_any_work():
+    from fakes import ThresholdSegmenter
+
+    from promptseg.errors import OptionError
+
+    volume, reference = case("breast1")
+    model = ThresholdSegmenter()
+    with pytest.raises(OptionError, match=r"^model threshold does not take a mask prompt \(--mask-prompt needs"):
+        promptseg.segment(volume, [S.box_middle_slice(reference, 0, None)], model, mode="3d", mask_prompt=True)
+    assert model.embedded == 0

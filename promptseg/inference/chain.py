@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Protocol, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..models.base import Embedding, Prediction, Segmenter, half_logits
+from ..models.base import Embedding, Prediction, Segmenter, half_logits, mask_prompt_refused, takes_mask_prompt
 from ..prompts import ObjectPrompt, box_from_mask, interpolate_key_boxes
 from ..stops import Stop, StopReason
 from .results import ObjectResult
@@ -176,6 +176,9 @@ def iter_chain(
             previous slice's mask to the box of that mask (:func:`interior_point`). Off by
             default: see docs/quality.md.
 
+    Raises:
+        OptionError: ``mask_prompt`` with a backend that takes no mask prompt (before any work).
+
     Yields:
         A :class:`ChainStep` per object and slice decided, in processing order: the
         upward sweep (increasing z), then the downward one. When the generator is
@@ -188,6 +191,8 @@ def iter_chain(
         raise ValueError(f"directions must be 'up' and/or 'down', got {sorted(unknown)}")
     rule = stop_rule or StopRule()
     options = _Options(refine_prompt, mask_prompt, mask_points)
+    if mask_prompt and not takes_mask_prompt(segmenter):
+        raise mask_prompt_refused(segmenter)
     results = list(results) if results is not None else [ObjectResult(p) for p in prompts]
     chains = [_Chain(p, r, mode, directions) for p, r in zip(prompts, results)]
     depth = images.shape[0]

@@ -139,9 +139,7 @@ class Segmenter(ABC):
         Raises:
             OptionError: the backend takes no mask prompt (default).
         """
-        from ..errors import OptionError
-
-        raise OptionError(f"model {self.name} does not take a mask prompt (--mask-prompt)")
+        raise mask_prompt_refused(self)
 
     @abstractmethod
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -154,6 +152,18 @@ class Segmenter(ABC):
 
     def describe(self) -> str:
         return f"{self.name} (input {self.input_size} px)"
+
+
+def takes_mask_prompt(segmenter: Segmenter) -> bool:
+    """Does the backend implement :meth:`Segmenter.decode_with_mask`?"""
+    return type(segmenter).decode_with_mask is not Segmenter.decode_with_mask
+
+
+def mask_prompt_refused(segmenter: Segmenter):
+    """The :class:`~promptseg.errors.OptionError` for a mask prompt to a backend without one."""
+    from ..errors import OptionError
+
+    return OptionError(f"model {segmenter.name} does not take a mask prompt (--mask-prompt needs a SAM-family model)")
 
 
 def half_logits(logits: np.ndarray) -> np.ndarray:
