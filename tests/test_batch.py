@@ -241,8 +241,18 @@ def test_torchrun_two_ranks_write_the_same_masks_as_one_process(tmp_path):
         assert (tmp_path / "one" / f"{case}.nii.gz").read_bytes() == (tmp_path / "two" / f"{case}.nii.gz").read_bytes()
 
 
-@pytest.mark.parametrize("flag", ["--refine-prompt", "--mask-points"])
-def test_a_prompting_switch_reaches_every_case_and_its_sidecar(tmp_path, capsys, fake_model, flag):
+class _MaskPromptThreshold(ThresholdSegmenter):
+    """The threshold fake, taking (and ignoring) a dense mask prompt."""
+
+    def decode_with_mask(self, embedding, mask_logits, box=None, points=None, point_labels=None):
+        return self.decode(embedding, box=box, points=points, point_labels=point_labels)
+
+
+@pytest.mark.parametrize("flag", ["--refine-prompt", "--mask-prompt"])
+def test_a_prompting_switch_reaches_every_case_and_its_sidecar(tmp_path, capsys, fake_model, flag, monkeypatch):
+    import promptseg.models
+
+    monkeypatch.setattr(promptseg.models, "build_segmenter", lambda *a, **k: _MaskPromptThreshold())
     scans, prompts = make_cases(tmp_path)
     out = tmp_path / "out"
     argv = ["segment", "-i", str(scans), "-o", str(out), "--prompts", str(prompts), "--no-progress"]

@@ -1,6 +1,5 @@
 """Chaining prompts beyond the previous mask's box (issue 14): SAM's dense mask prompt
-(``mask_prompt``) and a click inside the previous mask (``mask_points``). Both are off by
-default; docs/quality.md
+(``mask_prompt``), off by default; docs/quality.md
 ("Chaining prompts: what was measured") has their Dice on the five pyradiomics cases. Real
 LiteMedSAM on the bundled cases.
 """
@@ -11,7 +10,6 @@ from model_cache import case, litemedsam, middle_slice_box
 
 import promptseg
 from promptseg.evaluation import simulate as S
-from promptseg.inference.chain import interior_point
 from promptseg.intensity import NormalizedSlices
 
 
@@ -56,13 +54,6 @@ def test_mask_prompt_helps_the_brain2_chain_and_is_recorded():
     assert after >= before + 0.08, (before, after)  # measured 0.484 -> 0.597
     assert masked.provenance["settings"]["mask_prompt"] is True
     assert "mask_prompt" not in plain.provenance["settings"]
-
-
-def test_interior_point_is_the_deepest_pixel():
-    mask = np.zeros((20, 30), bool)
-    mask[2:7, 2:6] = True  # small blob
-    mask[5:16, 12:23] = True  # the big one: 11 x 11, centre (17, 10)
-    assert interior_point(mask).tolist() == [17.0, 10.0]
 
 
 def test_a_backend_without_a_mask_prompt_is_refused_before_any_work():

@@ -59,7 +59,7 @@ class BatchSettings:
         prompt: the run's prompt (typed options, or one file for all); a case's own
             prompt file or label map replaces it.
         mode, modality, window, stop_rule, propagation, memory_options, refine_prompt,
-            mask_prompt, mask_points: as :func:`promptseg.segment`.
+            mask_prompt: as :func:`promptseg.segment`.
         probabilities: also write ``<case>_probabilities.nii.gz`` (float32; one file per
             object when there are several, see
             :meth:`~promptseg.inference.results.SegmentationResult.probability_paths`).
@@ -75,7 +75,6 @@ class BatchSettings:
     memory_options: Optional[dict] = None
     refine_prompt: bool = False
     mask_prompt: bool = False
-    mask_points: bool = False
     probabilities: bool = False
     model: dict = field(default_factory=dict)
 
@@ -88,7 +87,7 @@ class BatchSettings:
             "propagation": self.propagation, "memory_options": self.memory_options,
             "probabilities": self.probabilities, "model": self.model,
             # only when on, so the digests of runs made before the option existed stay valid
-            **{name: True for name in ("refine_prompt", "mask_prompt", "mask_points") if getattr(self, name)},
+            **{name: True for name in ("refine_prompt", "mask_prompt") if getattr(self, name)},
         }
         text = json.dumps(document, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -193,7 +192,7 @@ def segment_case(case: BatchCase, segmenter, settings: BatchSettings, digest: st
     result = segment(volume, prompts, segmenter, mode=settings.mode, modality=settings.modality,
                      window=settings.window, stop_rule=settings.stop_rule, propagation=settings.propagation,
                      memory_options=settings.memory_options, refine_prompt=settings.refine_prompt,
-                     mask_prompt=settings.mask_prompt, mask_points=settings.mask_points)
+                     mask_prompt=settings.mask_prompt)
     extra = {"prompt_source": source.description, "notes": notes,
              "batch": {"case": case.case_id, "settings": digest}}
     result.save(case.output, probabilities=probability_path(case) if settings.probabilities else None, extra=extra)

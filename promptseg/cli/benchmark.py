@@ -74,8 +74,6 @@ def register(sub) -> None:
                     help="decode each prompted slice again from the box of the model's own mask (as segment)")
     sg.add_argument("--mask-prompt", action="store_true",
                     help="chaining: the previous slice's mask logits as SAM's dense mask prompt (as segment)")
-    sg.add_argument("--mask-points", action="store_true",
-                    help="chaining: a click at the deepest point inside the previous slice's mask (as segment)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--tolerance-mm", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
     ev.add_argument("--labels", metavar="L1,L2,...", help="only these label values (default: all labels of each reference)")
@@ -124,7 +122,7 @@ def run(args) -> int:
         negatives=args.negatives,
         seed=args.seed, sweep=sweep, sweep_values=values, tolerance_mm=args.tolerance_mm, labels=labels,
         limit=args.limit, checkpoint=args.checkpoint, progress=not args.no_progress, overwrite=args.overwrite,
-        segment_options={name: True for name in ("refine_prompt", "mask_prompt", "mask_points")
+        segment_options={name: True for name in ("refine_prompt", "mask_prompt")
                          if getattr(args, name)} or None,
     )
     from ..evaluation.summary import format_table, summarize

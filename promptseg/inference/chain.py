@@ -142,7 +142,6 @@ def iter_chain(
     progress: bool = False,
     refine_prompt: bool = False,
     mask_prompt: bool = False,
-    mask_points: bool = False,
 ) -> Iterator[ChainStep]:
     """Segment every object of ``prompts`` in ``images``, yielding each decision as it is made.
 
@@ -171,10 +170,8 @@ def iter_chain(
         mask_prompt: chaining: give each slice's decoder the previous slice's low-res mask
             logits as SAM's dense mask prompt (``mask_input``), besides the box of the
             previous mask (:meth:`Segmenter.decode_with_mask`; SAM-family backends). Off by
-            default: see docs/quality.md.
-        mask_points: chaining: add a positive click at the deepest interior point of the
-            previous slice's mask to the box of that mask (:func:`interior_point`). Off by
-            default: see docs/quality.md.
+            default: see docs/quality.md for where it helps (under-segmented slices) and where
+            it does not.
 
     Raises:
         OptionError: ``mask_prompt`` with a backend that takes no mask prompt (before any work).
@@ -190,7 +187,7 @@ def iter_chain(
     if unknown:
         raise ValueError(f"directions must be 'up' and/or 'down', got {sorted(unknown)}")
     rule = stop_rule or StopRule()
-    options = _Options(refine_prompt, mask_prompt, mask_points)
+    options = _Options(refine_prompt, mask_prompt)
     if mask_prompt and not takes_mask_prompt(segmenter):
         raise mask_prompt_refused(segmenter)
     results = list(results) if results is not None else [ObjectResult(p) for p in prompts]
@@ -246,7 +243,7 @@ def propagate(
     Args:
         segmenter, images, prompts, progress: as :func:`iter_chain`.
         **options: ``spacing_xy``, ``slice_thickness``, ``mode``, ``stop_rule``, ``directions``,
-            ``refine_prompt``, ``mask_prompt``, ``mask_points`` of :func:`iter_chain`.
+            ``refine_prompt``, ``mask_prompt`` of :func:`iter_chain`.
 
     Returns:
         One :class:`ObjectResult` per prompt (same order) and the list of slices
@@ -284,7 +281,6 @@ class _Options:
 
     refine_prompt: bool = False
     mask_prompt: bool = False
-    mask_points: bool = False
 
 
 def _decode(segmenter: Segmenter, emb: Embedding, options: _Options, mask_logits: Optional[np.ndarray],
@@ -334,12 +330,11 @@ def _step(
         return None
     step = 1 if direction == "up" else -1
     previous = chain.masks.get(z - step)
-    mask_logits = points = labels = None
+    mask_logits = None
     if previous is not None and previous.any():
         box = segmenter.box_from_mask(previous)
+        # the seed's logits serve both directions; every other slice's only the next one
         mask_logits = chain.low_res.get(z - step) if z - step == chain.seed_z else chain.low_res.pop(z - step, None)
-        if options.mask_points:
-            points, labels = interior_point(previous)[None], np.ones(1, dtype=np.int64)
     elif prompt.z_range is not None and chain.seed_box is not None:
         # inside a given z-range an empty slice does not end the object: re-use the
         # prompted box, as LiteMedSAM's challenge inference does
@@ -348,7 +343,7 @@ def _step(
         chain.active[direction] = False
         result.stops[direction] = Stop(StopReason.PREVIOUS_SLICE_EMPTY)
         return result.stops[direction]
-    pred = _decode(segmenter, emb, options, mask_logits, box, points, labels)
+    pred = _decode(segmenter, emb, options, mask_logits, box)
     mask = pred.mask
     if prompt.z_range is None:
         distance = abs(z - chain.seed_z) * thickness - thickness / 2
@@ -382,16 +377,6 @@ def refined_prediction(segmenter: Segmenter, emb: Embedding, pred: Prediction,
         return pred
     again = segmenter.decode(emb, box=segmenter.box_from_mask(mask), points=points, point_labels=labels)
     return again if again.mask.any() else pred
-
-
-def interior_point(mask: np.ndarray) -> np.ndarray:
-    """The deepest point of a non-empty ``(H, W)`` mask: ``(x, y)`` of the pixel farthest from
-    its border (Euclidean distance transform, scipy; the first such pixel in row order)."""
-    from scipy.ndimage import distance_transform_edt
-
-    depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return np.array([x, y], dtype=np.float64)
 
 
 def _record(chain: _Chain, z: int, pred: Prediction) -> np.ndarray:

@@ -43,7 +43,6 @@ def segment(
     memory_options: Optional[dict] = None,
     refine_prompt: bool = False,
     mask_prompt: bool = False,
-    mask_points: bool = False,
 ) -> SegmentationResult:
     """Segment the prompted objects of ``volume``.
 
@@ -69,8 +68,6 @@ def segment(
             model's own mask (see :func:`promptseg.inference.chain.refined_prediction`).
         mask_prompt: chaining: the previous slice's low-res mask logits as SAM's dense mask
             prompt besides its box (see :func:`promptseg.inference.chain.iter_chain`).
-        mask_points: chaining: a positive click at the previous mask's deepest interior point
-            besides its box (see :func:`promptseg.inference.chain.iter_chain`).
 
     Raises:
         PromptError: a prompt does not fit the volume, or labels repeat. (A box reaching at most one
@@ -117,7 +114,6 @@ def segment(
             progress=progress,
             refine_prompt=refine_prompt,
             mask_prompt=mask_prompt,
-            mask_points=mask_points,
         )
     labels = compose_labels(results, volume.shape)
     label_volume = volume.with_array(labels, modality=None, kind="labels")
@@ -127,7 +123,7 @@ def segment(
         settings["stop_rule"] = dataclasses.asdict(stop_rule or StopRule())
     if memory_options:
         settings["memory_options"] = dict(memory_options)
-    for name, on in (("refine_prompt", refine_prompt), ("mask_prompt", mask_prompt), ("mask_points", mask_points)):
+    for name, on in (("refine_prompt", refine_prompt), ("mask_prompt", mask_prompt)):
         if on:
             settings[name] = True
     provenance = {
