@@ -9,7 +9,7 @@ seeded draws (seeds 0, 1, ...), and with ``--points`` the 3 + 1 clicks too -- wi
 measure and case (jitter and points: mean over the seeds).
 
     python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt \
-        --variants default mask-prompt mask-points --seeds 3 [--model litemedsam] [--points]
+        --variants default mask-prompt --seeds 3 [--model litemedsam] [--points]
     python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt --model mobilesam \
         --variants default mask-prompt --only box-mid jitter --jitter 5
     python benchmarks/chainprompt.py --manifest cases.csv --runs runs/chainprompt --table
@@ -39,7 +39,6 @@ import quality  # noqa: E402  (benchmarks/quality.py: the same prompts and code 
 VARIANTS = {
     "default": {},
     "mask-prompt": {"mask_prompt": True},
-    "mask-points": {"mask_points": True},
 }
 #: (drift_shift, drift_growth) of the stop rule measured offline by --table
 DRIFT_RULES = ((0.5, None), (0.75, None), (1.0, None), (1.25, None), (1.5, None), (None, 1.5), (None, 2.0),
@@ -194,11 +193,12 @@ def tables(manifest: Path, runs: Path, model: str, drift: bool = True) -> str:
     """Markdown: Dice per variant x measure x case, then the drift test's rules (offline)."""
     header = "| variant | measure | " + " | ".join(CASES) + " | mean |\n|---|---|" + "---|" * (len(CASES) + 1)
     lines = [header]
-    for variant in VARIANTS:
-        folder = runs / f"{model}-{variant}"
-        if folder.is_dir():
-            found = _unit_dice(folder)
-            lines += [_row(variant, m, found[m]) for m in ("box", "z-range", "j5", "j10") if m in found]
+    # every variant measured, also those no longer in VARIANTS (docs/quality.md says with which commit)
+    folders = sorted(p for p in runs.glob(f"{model}-*") if p.is_dir())
+    for folder in sorted(folders, key=lambda p: p.name != f"{model}-default"):
+        variant = folder.name[len(model) + 1 :]
+        found = _unit_dice(folder)
+        lines += [_row(variant, m, found[m]) for m in ("box", "z-range", "j5", "j10") if m in found]
     default = runs / f"{model}-default"
     if drift and default.is_dir():
         lines += ["", header.replace("| variant |", "| drift test |")]
