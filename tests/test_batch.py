@@ -241,16 +241,28 @@ def test_torchrun_two_ranks_write_the_same_masks_as_one_process(tmp_path):
         assert (tmp_path / "one" / f"{case}.nii.gz").read_bytes() == (tmp_path / "two" / f"{case}.nii.gz").read_bytes()
 
 
-def test_refine_prompt_reaches_every_case_and_its_sidecar(tmp_path, capsys, fake_model):
+class _MaskPromptThreshold(ThresholdSegmenter):
+    """The threshold fake, taking (and ignoring) a dense mask prompt."""
+
+    def decode_with_mask(self, embedding, mask_logits, box=None, points=None, point_labels=None):
+        return self.decode(embedding, box=box, points=points, point_labels=point_labels)
+
+
+@pytest.mark.parametrize("flag", ["--refine-prompt", "--mask-prompt"])
+def test_a_prompting_switch_reaches_every_case_and_its_sidecar(tmp_path, capsys, fake_model, flag, monkeypatch):
+    import promptseg.models
+
+    monkeypatch.setattr(promptseg.models, "build_segmenter", lambda *a, **k: _MaskPromptThreshold())
     scans, prompts = make_cases(tmp_path)
     out = tmp_path / "out"
     argv = ["segment", "-i", str(scans), "-o", str(out), "--prompts", str(prompts), "--no-progress"]
-    assert main([*argv, "--refine-prompt"]) == 1  # c3's prompt is outside its image
+    name = flag[2:].replace("-", "_")
+    assert main([*argv, flag]) == 1  # c3's prompt is outside its image
     assert "6 case(s): 5 segmented, 0 finished earlier, 1 failed" in capsys.readouterr().out
     sidecar = json.loads((out / "c1.provenance.json").read_text(encoding="utf-8"))
-    assert sidecar["settings"]["refine_prompt"] is True
+    assert sidecar["settings"][name] is True
     # the switch is part of the run's settings: without it the cases are redone, and say so
     assert main(argv) == 1
     assert "6 case(s): 5 segmented, 0 finished earlier, 1 failed" in capsys.readouterr().out
     sidecar = json.loads((out / "c1.provenance.json").read_text(encoding="utf-8"))
-    assert "refine_prompt" not in sidecar["settings"]
+    assert name not in sidecar["settings"]

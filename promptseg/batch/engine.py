@@ -58,8 +58,8 @@ class BatchSettings:
     Attributes:
         prompt: the run's prompt (typed options, or one file for all); a case's own
             prompt file or label map replaces it.
-        mode, modality, window, stop_rule, propagation, memory_options, refine_prompt: as
-            :func:`promptseg.segment`.
+        mode, modality, window, stop_rule, propagation, memory_options, refine_prompt,
+            mask_prompt: as :func:`promptseg.segment`.
         probabilities: also write ``<case>_probabilities.nii.gz`` (float32; one file per
             object when there are several, see
             :meth:`~promptseg.inference.results.SegmentationResult.probability_paths`).
@@ -74,6 +74,7 @@ class BatchSettings:
     propagation: str = "chain"
     memory_options: Optional[dict] = None
     refine_prompt: bool = False
+    mask_prompt: bool = False
     probabilities: bool = False
     model: dict = field(default_factory=dict)
 
@@ -86,7 +87,7 @@ class BatchSettings:
             "propagation": self.propagation, "memory_options": self.memory_options,
             "probabilities": self.probabilities, "model": self.model,
             # only when on, so the digests of runs made before the option existed stay valid
-            **({"refine_prompt": True} if self.refine_prompt else {}),
+            **{name: True for name in ("refine_prompt", "mask_prompt") if getattr(self, name)},
         }
         text = json.dumps(document, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -190,7 +191,8 @@ def segment_case(case: BatchCase, segmenter, settings: BatchSettings, digest: st
         log.warning("case %s: %s", case.case_id, note)
     result = segment(volume, prompts, segmenter, mode=settings.mode, modality=settings.modality,
                      window=settings.window, stop_rule=settings.stop_rule, propagation=settings.propagation,
-                     memory_options=settings.memory_options, refine_prompt=settings.refine_prompt)
+                     memory_options=settings.memory_options, refine_prompt=settings.refine_prompt,
+                     mask_prompt=settings.mask_prompt)
     extra = {"prompt_source": source.description, "notes": notes,
              "batch": {"case": case.case_id, "settings": digest}}
     result.save(case.output, probabilities=probability_path(case) if settings.probabilities else None, extra=extra)

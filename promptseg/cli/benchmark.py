@@ -72,6 +72,8 @@ def register(sub) -> None:
     sg = p.add_argument_group("segmentation")
     sg.add_argument("--refine-prompt", action="store_true",
                     help="decode each prompted slice again from the box of the model's own mask (as segment)")
+    sg.add_argument("--mask-prompt", action="store_true",
+                    help="chaining: the previous slice's mask logits as SAM's dense mask prompt (as segment)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--tolerance-mm", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
     ev.add_argument("--labels", metavar="L1,L2,...", help="only these label values (default: all labels of each reference)")
@@ -120,7 +122,8 @@ def run(args) -> int:
         negatives=args.negatives,
         seed=args.seed, sweep=sweep, sweep_values=values, tolerance_mm=args.tolerance_mm, labels=labels,
         limit=args.limit, checkpoint=args.checkpoint, progress=not args.no_progress, overwrite=args.overwrite,
-        segment_options={"refine_prompt": True} if args.refine_prompt else None,
+        segment_options={name: True for name in ("refine_prompt", "mask_prompt")
+                         if getattr(args, name)} or None,
     )
     from ..evaluation.summary import format_table, summarize
 

@@ -123,6 +123,9 @@ def register(sub) -> None:
     m.add_argument("--refine-prompt", action="store_true",
                    help="decode the prompted slice again from the box of the model's own mask (helps boxes a few "
                         "pixels off with LiteMedSAM and point-only prompts; see docs/quality.md)")
+    m.add_argument("--mask-prompt", action="store_true",
+                   help="chaining: also give each slice the previous slice's mask logits as SAM's dense mask prompt "
+                        "(SAM-family models; helps some cases and not others: see docs/quality.md)")
     m.add_argument("--stop-extent", type=float, default=1.0, metavar="F",
                    help="stop rule: expected reach as a multiple of half the prompt box's larger side (default 1.0)")
     m.add_argument("--stop-iou", type=float, default=0.5, metavar="F",
@@ -279,7 +282,8 @@ def run_single(args) -> int:
                                 precision=args.precision)
     result = segment(volume, prompts, segmenter, mode=args.mode or "auto", modality=args.modality,
                      window=window, stop_rule=rule, progress=not args.no_progress, propagation=args.propagation,
-                     memory_options=memory_options, refine_prompt=args.refine_prompt)
+                     memory_options=memory_options, refine_prompt=args.refine_prompt,
+                     mask_prompt=args.mask_prompt)
     _log_run(result)
     if args.probabilities:
         paths = result.probability_paths(args.probabilities)
@@ -359,6 +363,7 @@ def run_batch(args) -> int:
         prompt=base, mode=args.mode or "auto", modality=args.modality,
         window=resolve_window(args.window) if args.window else None, stop_rule=rule,
         propagation=args.propagation, memory_options=memory_options, refine_prompt=args.refine_prompt,
+        mask_prompt=args.mask_prompt,
         probabilities=args.probabilities == "",
         model={"name": args.model, "checkpoint": str(args.checkpoint) if args.checkpoint else None,
                "precision": args.precision, "runtime": args.runtime},

@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Protocol, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..models.base import Embedding, Prediction, Segmenter, half_logits
+from ..models.base import Embedding, Prediction, Segmenter, half_logits, mask_prompt_refused, takes_mask_prompt
 from ..prompts import ObjectPrompt, box_from_mask, interpolate_key_boxes
 from ..stops import Stop, StopReason
 from .results import ObjectResult
@@ -101,6 +101,8 @@ class _Chain:
         self.appearance: Optional[Appearance] = None
         self.radius_mm = float("inf")
         self.masks: dict[int, np.ndarray] = {}
+        #: low-res logits of the last slice decided per direction (the dense mask prompt)
+        self.low_res: dict[int, np.ndarray] = {}
         self.active = {"up": "up" in directions,
                        "down": mode == "3d" and not prompt.is_key_slices and "down" in directions}
 
@@ -139,6 +141,7 @@ def iter_chain(
     directions: Sequence[str] = DIRECTIONS,
     progress: bool = False,
     refine_prompt: bool = False,
+    mask_prompt: bool = False,
 ) -> Iterator[ChainStep]:
     """Segment every object of ``prompts`` in ``images``, yielding each decision as it is made.
 
@@ -164,6 +167,14 @@ def iter_chain(
             box) together with the prompt's points -- and keep the second mask
             (:func:`refined_prediction`). Off by default: see docs/quality.md for where it
             helps (boxes a few pixels off, point prompts) and where it does not.
+        mask_prompt: chaining: give each slice's decoder the previous slice's low-res mask
+            logits as SAM's dense mask prompt (``mask_input``), besides the box of the
+            previous mask (:meth:`Segmenter.decode_with_mask`; SAM-family backends). Off by
+            default: see docs/quality.md for where it helps (under-segmented slices) and where
+            it does not.
+
+    Raises:
+        OptionError: ``mask_prompt`` with a backend that takes no mask prompt (before any work).
 
     Yields:
         A :class:`ChainStep` per object and slice decided, in processing order: the
@@ -176,6 +187,9 @@ def iter_chain(
     if unknown:
         raise ValueError(f"directions must be 'up' and/or 'down', got {sorted(unknown)}")
     rule = stop_rule or StopRule()
+    options = _Options(refine_prompt, mask_prompt)
+    if mask_prompt and not takes_mask_prompt(segmenter):
+        raise mask_prompt_refused(segmenter)
     results = list(results) if results is not None else [ObjectResult(p) for p in prompts]
     chains = [_Chain(p, r, mode, directions) for p, r in zip(prompts, results)]
     depth = images.shape[0]
@@ -192,7 +206,7 @@ def iter_chain(
                 emb = embeddings.get(z)
                 for i, chain in needed:
                     stop = _step(segmenter, chain, z, "up", emb, images, spacing_xy, slice_thickness, rule,
-                                 refine_prompt)
+                                 options)
                     yield ChainStep(i, z, "up", chain.result, stop)
             if z >= reuse_below:
                 embeddings.release(z)
@@ -206,7 +220,7 @@ def iter_chain(
             emb = embeddings.get(z)
             for i, chain in needed:
                 stop = _step(segmenter, chain, z, "down", emb, images, spacing_xy, slice_thickness, rule,
-                             refine_prompt)
+                             options)
                 yield ChainStep(i, z, "down", chain.result, stop)
             embeddings.release(z)
         for chain in chains:
@@ -229,7 +243,7 @@ def propagate(
     Args:
         segmenter, images, prompts, progress: as :func:`iter_chain`.
         **options: ``spacing_xy``, ``slice_thickness``, ``mode``, ``stop_rule``, ``directions``,
-            ``refine_prompt`` of :func:`iter_chain`.
+            ``refine_prompt``, ``mask_prompt`` of :func:`iter_chain`.
 
     Returns:
         One :class:`ObjectResult` per prompt (same order) and the list of slices
@@ -261,6 +275,23 @@ def _upward(chains: list[_Chain], depth: int) -> Iterator[int]:
         z += 1
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How the chain prompts each slice (keyword options of :func:`iter_chain`)."""
+
+    refine_prompt: bool = False
+    mask_prompt: bool = False
+
+
+def _decode(segmenter: Segmenter, emb: Embedding, options: _Options, mask_logits: Optional[np.ndarray],
+            box=None, points=None, labels=None) -> Prediction:
+    """One decoder call: with the dense mask prompt when ``options.mask_prompt`` (the prediction
+    then carries its ``low_res`` for the next slice)."""
+    if options.mask_prompt:
+        return segmenter.decode_with_mask(emb, mask_logits, box=box, points=points, point_labels=labels)
+    return segmenter.decode(emb, box=box, points=points, point_labels=labels)
+
+
 def _step(
     segmenter: Segmenter,
     chain: _Chain,
@@ -271,7 +302,7 @@ def _step(
     spacing_xy: tuple[float, float],
     thickness: float,
     rule: StopRule,
-    refine_prompt: bool = False,
+    options: _Options = _Options(),
 ) -> Optional[Stop]:
     """Decide slice ``z`` for one object; return the :class:`Stop` when this ended a direction."""
     prompt, result = chain.prompt, chain.result
@@ -281,9 +312,10 @@ def _step(
     if z == chain.seed_z:
         sp = prompt.slices[z]
         coords, labels = sp.point_arrays()
-        pred = segmenter.decode(emb, box=sp.box, points=coords, point_labels=labels)
-        if refine_prompt:
-            pred = refined_prediction(segmenter, emb, pred, coords, labels)
+        pred = _decode(segmenter, emb, options, None, sp.box, coords, labels)
+        if options.refine_prompt and pred.mask.any():  # refined_prediction, through _decode
+            again = _decode(segmenter, emb, options, None, segmenter.box_from_mask(pred.mask), coords, labels)
+            pred = again if again.mask.any() else pred
         mask = _record(chain, z, pred)
         chain.seed_box = sp.box if sp.box is not None else (box_from_mask(mask) if mask.any() else None)
         if not mask.any():
@@ -298,8 +330,11 @@ def _step(
         return None
     step = 1 if direction == "up" else -1
     previous = chain.masks.get(z - step)
+    mask_logits = None
     if previous is not None and previous.any():
         box = segmenter.box_from_mask(previous)
+        # the seed's logits serve both directions; every other slice's only the next one
+        mask_logits = chain.low_res.get(z - step) if z - step == chain.seed_z else chain.low_res.pop(z - step, None)
     elif prompt.z_range is not None and chain.seed_box is not None:
         # inside a given z-range an empty slice does not end the object: re-use the
         # prompted box, as LiteMedSAM's challenge inference does
@@ -308,7 +343,7 @@ def _step(
         chain.active[direction] = False
         result.stops[direction] = Stop(StopReason.PREVIOUS_SLICE_EMPTY)
         return result.stops[direction]
-    pred = segmenter.decode(emb, box=box)
+    pred = _decode(segmenter, emb, options, mask_logits, box)
     mask = pred.mask
     if prompt.z_range is None:
         distance = abs(z - chain.seed_z) * thickness - thickness / 2
@@ -347,6 +382,8 @@ def refined_prediction(segmenter: Segmenter, emb: Embedding, pred: Prediction,
 def _record(chain: _Chain, z: int, pred: Prediction) -> np.ndarray:
     mask = pred.mask
     chain.masks[z] = mask
+    if pred.low_res is not None:
+        chain.low_res[z] = pred.low_res
     if mask.any():
         chain.result.logits[z] = half_logits(pred.logits)
         chain.result.scores[z] = pred.score

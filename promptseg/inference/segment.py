@@ -42,6 +42,7 @@ def segment(
     propagation: str = "chain",
     memory_options: Optional[dict] = None,
     refine_prompt: bool = False,
+    mask_prompt: bool = False,
 ) -> SegmentationResult:
     """Segment the prompted objects of ``volume``.
 
@@ -65,6 +66,8 @@ def segment(
             :meth:`promptseg.models.sam2.SAM2Segmenter.propagate_memory`).
         refine_prompt: chaining: decode each prompted slice again from the box of the
             model's own mask (see :func:`promptseg.inference.chain.refined_prediction`).
+        mask_prompt: chaining: the previous slice's low-res mask logits as SAM's dense mask
+            prompt besides its box (see :func:`promptseg.inference.chain.iter_chain`).
 
     Raises:
         PromptError: a prompt does not fit the volume, or labels repeat. (A box reaching at most one
@@ -110,6 +113,7 @@ def segment(
             stop_rule=stop_rule,
             progress=progress,
             refine_prompt=refine_prompt,
+            mask_prompt=mask_prompt,
         )
     labels = compose_labels(results, volume.shape)
     label_volume = volume.with_array(labels, modality=None, kind="labels")
@@ -119,8 +123,9 @@ def segment(
         settings["stop_rule"] = dataclasses.asdict(stop_rule or StopRule())
     if memory_options:
         settings["memory_options"] = dict(memory_options)
-    if refine_prompt:
-        settings["refine_prompt"] = True
+    for name, on in (("refine_prompt", refine_prompt), ("mask_prompt", mask_prompt)):
+        if on:
+            settings[name] = True
     provenance = {
         "input": volume_record(volume),
         "model": model_record(segmenter),

@@ -47,10 +47,14 @@ class Prediction:
         logits: ``(H, W)`` float32 mask logits at the slice's resolution
             (``> 0`` is inside).
         score: the model's own predicted IoU of the mask, in [0, 1] (roughly).
+        low_res: ``(s, s)`` float32 logits on the decoder's own grid (SAM family: 256 x 256,
+            padding included), which :meth:`Segmenter.decode_with_mask` takes back as a
+            dense mask prompt; None when the decode path does not give them.
     """
 
     logits: np.ndarray
     score: float
+    low_res: Optional[np.ndarray] = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -116,6 +120,27 @@ class Segmenter(ABC):
         """
         return self.decode(embedding, box=box, points=points, point_labels=point_labels)
 
+    def decode_with_mask(
+        self,
+        embedding: Embedding,
+        mask_logits: Optional[np.ndarray],
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """:meth:`decode` with a dense mask prompt, returning :attr:`Prediction.low_res`.
+
+        Args:
+            mask_logits: ``(s, s)`` low-resolution logits of an earlier prediction
+                (:attr:`Prediction.low_res`, e.g. the neighbouring slice's), or None for no
+                mask prompt (the prediction still carries its ``low_res``).
+            box, points, point_labels: as :meth:`decode`.
+
+        Raises:
+            OptionError: the backend takes no mask prompt (default).
+        """
+        raise mask_prompt_refused(self)
+
     @abstractmethod
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
         """The box prompt a model of this family expects for the object in ``mask``.
@@ -127,6 +152,18 @@ class Segmenter(ABC):
 
     def describe(self) -> str:
         return f"{self.name} (input {self.input_size} px)"
+
+
+def takes_mask_prompt(segmenter: Segmenter) -> bool:
+    """Does the backend implement :meth:`Segmenter.decode_with_mask`?"""
+    return type(segmenter).decode_with_mask is not Segmenter.decode_with_mask
+
+
+def mask_prompt_refused(segmenter: Segmenter):
+    """The :class:`~promptseg.errors.OptionError` for a mask prompt to a backend without one."""
+    from ..errors import OptionError
+
+    return OptionError(f"model {segmenter.name} does not take a mask prompt (--mask-prompt needs a SAM-family model)")
 
 
 def half_logits(logits: np.ndarray) -> np.ndarray:

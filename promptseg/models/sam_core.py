@@ -156,6 +156,26 @@ class SamFamilySegmenter(GridPreprocessing, Segmenter):
         A single point alone asks for three masks and keeps the one with the best
         predicted IoU (:func:`single_point`); every other prompt decodes one mask.
         """
+        return self._decode_eager(embedding, box, points, point_labels)
+
+    def decode_with_mask(
+        self,
+        embedding: Embedding,
+        mask_logits: Optional[np.ndarray],
+        box: Optional[Sequence[float]] = None,
+        points: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """:meth:`decode` with SAM's dense mask prompt (``mask_input``: the ``(s, s)`` low-res
+        logits of an earlier prediction, s = 4 x the embedding's side, 256 for every family
+        here); always the eager network, and the prediction carries its own ``low_res``."""
+        if mask_logits is not None:
+            mask_logits = np.asarray(mask_logits, dtype=np.float32)
+            if mask_logits.ndim != 2 or mask_logits.shape[0] != mask_logits.shape[1]:
+                raise ValueError(f"mask_logits must be (s, s) low-res logits, got shape {mask_logits.shape}")
+        return self._decode_eager(embedding, box, points, point_labels, mask_logits)
+
+    def _decode_eager(self, embedding, box, points, point_labels, mask_logits=None) -> Prediction:
         import torch
 
         if box is None and points is None:
@@ -167,10 +187,15 @@ class SamFamilySegmenter(GridPreprocessing, Segmenter):
         multimask = single_point(box, points)
         with torch.inference_mode():
             points_t, boxes_t = self.prompt_tensors(box, points, point_labels, embedding.original_size)
-            low_res, iou = self.decode_prompts(embedding.features, points_t, boxes_t, multimask_output=multimask)
+            masks_t = None
+            if mask_logits is not None:
+                masks_t = torch.as_tensor(mask_logits, device=self.device)[None, None]
+            low_res, iou = self.decode_prompts(embedding.features, points_t, boxes_t, masks=masks_t,
+                                               multimask_output=multimask)
             best = int(torch.argmax(iou[0])) if multimask else 0
             logits = self.postprocess(low_res[:, best : best + 1], embedding)
-        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]))
+        return Prediction(logits=logits[0, 0].float().cpu().numpy(), score=float(iou[0, best]),
+                          low_res=low_res[0, best].float().cpu().numpy())
 
     def box_from_mask(self, mask: np.ndarray) -> tuple[float, float, float, float]:
         """The tight box of ``mask`` grown by :attr:`box_margin` model-grid pixels per side,
