@@ -353,7 +353,8 @@ def main(argv=None) -> int:
 
     box_runs = [args.runs / f"{m}-{v}" / "box-mid" for m in results for v, _ in VARIANTS]
     report = Path(build_report(box_runs, args.runs / "report")).parent
-    shown = Path(os.path.relpath(report.resolve(), args.output.resolve().parent))
+    # not resolved: runs/ may be a link to a folder elsewhere, the page should show where it is in the tree
+    shown = Path(os.path.relpath(os.path.abspath(report), os.path.abspath(args.output.parent)))
     # the document is written once the benchmarks are done and again with the fine-tunes
     write_doc(args.output, results, {}, args.seeds, time.perf_counter() - started, shown)
     print(f"wrote {args.output}", flush=True)
