@@ -3,7 +3,9 @@
 * :func:`measure_start` -- a 2D box on the bundled breast MR (45 x 120 x 21): *cold* with an
   empty cache folder (``--precision fp32``: export + compile; with ``auto`` a first run also
   judges bf16/int8 once, see :func:`measure_first_auto`), and *warm* (cached exports,
-  compiled models and verdicts; the default ``--precision auto``), medians of ``repeats``.
+  compiled models and verdicts; the default ``--precision auto``), medians of ``repeats``;
+  warm also with ``PYTHONDONTWRITEBYTECODE=1`` (no ``__pycache__``), interleaved. Every other
+  run lets Python use its bytecode cache, as an installed package does.
   Also the floor every run pays: ``python -c "import torch"``.
 * :func:`measure_large_ct` -- a 512 x 512 x 300 CT made by stacking the bundled lung CT's slices
   (150 MB of int16), the lung tumour prompted on a middle copy, 3D, warm: wall and peak RSS.
@@ -22,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +42,20 @@ print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUS
 """
 
 
-def run_measured(argv: list[str], env: dict | None = None) -> dict:
-    """Wall seconds and peak RSS (MiB) of ``argv`` in a fresh process; raises if it fails."""
+def run_measured(argv: list[str], env: dict | None = None, bytecode: bool = True) -> dict:
+    """Wall seconds and peak RSS (MiB) of ``argv`` in a fresh process; raises if it fails.
+
+    ``bytecode``: Python may write and read its ``__pycache__`` as on a user's machine (pip compiles an
+    installed package's modules at install time); False sets ``PYTHONDONTWRITEBYTECODE=1``, so promptseg's
+    own modules are compiled from source at every start (some CI sandboxes set it).
+    """
+    child_env = {**os.environ, **(env or {})}
+    if bytecode:
+        child_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        child_env["PYTHONDONTWRITEBYTECODE"] = "1"
     out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, check=True)
+                         env=child_env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["returncode"] != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result['stderr']}")
@@ -66,11 +77,14 @@ def measure_start(repeats: int = 3) -> dict:
         out = str(Path(tmp) / "mask.nii.gz")
         segment = promptseg_cmd("segment", str(BREAST), "-o", out, *BREAST_PROMPT, "--no-progress")
         cold = run_measured(segment + ["--precision", "fp32"], {"PROMPTSEG_CACHE_DIR": str(Path(tmp) / "cache")})
-        run_measured(segment)  # fills the default cache if needed (a first auto run judges precision once)
-        warm = [run_measured(segment) for _ in range(repeats)]
+        run_measured(segment)  # fills the default cache (and __pycache__) if needed; a first auto run judges
+        warm, no_bytecode = [], []  # precision once
+        for _ in range(repeats):  # interleaved, so the host's noise hits both alike
+            warm.append(run_measured(segment))
+            no_bytecode.append(run_measured(segment, bytecode=False))
         torch_only = [run_measured([sys.executable, "-c", "import torch"]) for _ in range(repeats)]
-    return {"cold_fp32": cold, "warm_auto": _median(warm), "import_torch": _median(torch_only),
-            "load_average": os.getloadavg()}
+    return {"cold_fp32": cold, "warm_auto": _median(warm), "warm_no_bytecode": _median(no_bytecode),
+            "import_torch": _median(torch_only), "load_average": os.getloadavg()}
 
 
 def measure_first_auto() -> dict:
