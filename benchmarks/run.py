@@ -379,8 +379,8 @@ def render_start(start: dict, large: dict) -> list[str]:
     return ["## Start-up and memory", "", "| run | wall (s) | peak RSS (MB) |", "|---|---|---|",
             f"| `promptseg segment` 2D box on the breast MR, warm caches (median) | {warm['wall_s']:.2f} | "
             f"{warm['peak_rss_mb']:.0f} |",
-            f"| the same, no bytecode cache (`PYTHONDONTWRITEBYTECODE=1`: promptseg's modules compiled from source "
-            f"at every start; interleaved with the row above) | {start['warm_no_bytecode']['wall_s']:.2f} | "
+            f"| the same without promptseg's bytecode (its `__pycache__` deleted, `PYTHONDONTWRITEBYTECODE=1`: its "
+            f"modules compiled from source at every start; interleaved with the row above) | {start['warm_no_bytecode']['wall_s']:.2f} | "
             f"{start['warm_no_bytecode']['peak_rss_mb']:.0f} |",
             f"| the same with an empty cache (export + compile, fp32) | {cold['wall_s']:.2f} | {cold['peak_rss_mb']:.0f} |",
             f"| `python -c \"import torch\"` alone (median) | {torch_only['wall_s']:.2f} | {torch_only['peak_rss_mb']:.0f} |",
@@ -424,7 +424,7 @@ def kept_notes(path: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="docs/benchmarks.md")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the propagation (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the propagation, whole runs and start-up (default 5)")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per variant (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="only propagation, encoders and training (skip precision, decoder, start-up, busy host, viewer)")

@@ -4,8 +4,9 @@
   empty cache folder (``--precision fp32``: export + compile; with ``auto`` a first run also
   judges bf16/int8 once, see :func:`measure_first_auto`), and *warm* (cached exports,
   compiled models and verdicts; the default ``--precision auto``), medians of ``repeats``;
-  warm also with ``PYTHONDONTWRITEBYTECODE=1`` (no ``__pycache__``), interleaved. Every other
-  run lets Python use its bytecode cache, as an installed package does.
+  warm also without promptseg's bytecode (its ``__pycache__`` deleted before each such run and
+  ``PYTHONDONTWRITEBYTECODE=1``, as in a fresh clone in a sandbox that sets it), interleaved.
+  Every other run lets Python use its bytecode cache, as an installed package does.
   Also the floor every run pays: ``python -c "import torch"``.
 * :func:`measure_large_ct` -- a 512 x 512 x 300 CT made by stacking the bundled lung CT's slices
   (150 MB of int16), the lung tumour prompted on a middle copy, 3D, warm: wall and peak RSS.
@@ -62,6 +63,19 @@ def run_measured(argv: list[str], env: dict | None = None, bytecode: bool = True
     return result
 
 
+def drop_promptseg_bytecode() -> int:
+    """Delete the ``__pycache__`` folders of the promptseg package this Python imports (the next run that may
+    write bytecode writes them again); returns how many were deleted."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("promptseg")
+    folders = [f for root in (spec.submodule_search_locations or []) for f in Path(root).rglob("__pycache__")]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(folders)
+
+
 def promptseg_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "promptseg.cli", *args]
 
@@ -81,6 +95,7 @@ def measure_start(repeats: int = 3) -> dict:
         warm, no_bytecode = [], []  # precision once
         for _ in range(repeats):  # interleaved, so the host's noise hits both alike
             warm.append(run_measured(segment))
+            drop_promptseg_bytecode()  # Python still reads a __pycache__ it may not write
             no_bytecode.append(run_measured(segment, bytecode=False))
         torch_only = [run_measured([sys.executable, "-c", "import torch"]) for _ in range(repeats)]
     return {"cold_fp32": cold, "warm_auto": _median(warm), "warm_no_bytecode": _median(no_bytecode),
