@@ -47,8 +47,9 @@ def run_measured(argv: list[str], env: dict | None = None, bytecode: bool = True
     """Wall seconds and peak RSS (MiB) of ``argv`` in a fresh process; raises if it fails.
 
     ``bytecode``: Python may write and read its ``__pycache__`` as on a user's machine (pip compiles an
-    installed package's modules at install time); False sets ``PYTHONDONTWRITEBYTECODE=1``, so promptseg's
-    own modules are compiled from source at every start (some CI sandboxes set it).
+    installed package's modules at install time); False sets ``PYTHONDONTWRITEBYTECODE=1`` (some CI sandboxes
+    set it): Python then writes no bytecode but still reads what is there, so delete promptseg's first
+    (:func:`drop_promptseg_bytecode`) to have its modules compiled from source.
     """
     child_env = {**os.environ, **(env or {})}
     if bytecode:
@@ -91,8 +92,9 @@ def measure_start(repeats: int = 3) -> dict:
         out = str(Path(tmp) / "mask.nii.gz")
         segment = promptseg_cmd("segment", str(BREAST), "-o", out, *BREAST_PROMPT, "--no-progress")
         cold = run_measured(segment + ["--precision", "fp32"], {"PROMPTSEG_CACHE_DIR": str(Path(tmp) / "cache")})
-        run_measured(segment)  # fills the default cache (and __pycache__) if needed; a first auto run judges
-        warm, no_bytecode = [], []  # precision once
+        # fills the default cache and __pycache__ if needed (a first auto run judges precision once)
+        run_measured(segment)
+        warm, no_bytecode = [], []
         for _ in range(repeats):  # interleaved, so the host's noise hits both alike
             warm.append(run_measured(segment))
             drop_promptseg_bytecode()  # Python still reads a __pycache__ it may not write
