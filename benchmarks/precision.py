@@ -83,7 +83,7 @@ def encoder_at(model, precision: str):
     return runtime
 
 
-def _interleaved(calls: dict, repeats: int) -> dict:
+def interleaved(calls: dict, repeats: int) -> dict:
     """Median seconds of each zero-argument call, run round-robin ``repeats`` times after one warm-up each."""
     for call in calls.values():
         call()
@@ -102,7 +102,7 @@ def measure_encoder_precisions(repeats: int = 5) -> dict:
     volume = promptseg.load_volume(DATA / "lung1_image.nrrd")
     batch, _ = model.preprocess(promptseg.normalize(volume)[33])
     runtimes = {p: encoder_at(model, p) for p in ("eager",) + PRECISIONS}
-    timing = _interleaved({p: (lambda r=r: r(batch)) for p, r in runtimes.items()}, repeats)
+    timing = interleaved({p: (lambda r=r: r(batch)) for p, r in runtimes.items()}, repeats)
     check = real_slice_check(model)  # eager decoder (runtime "torch"), as the gate of an eager model
     fp32_trial, reference = run_trial("fp32", runtimes["fp32"], check)
     rows = {}
@@ -173,7 +173,7 @@ def measure_whole_runs(repeats: int = 3, precisions=PRECISIONS) -> dict:
         for p, m in models.items():
             calls[p] = lambda p=p, m=m: ours(p, m, same)
             calls[f"{p}-auto"] = lambda p=p, m=m: ours(f"{p}-auto", m, prompt)
-        timing = _interleaved(calls, repeats)
+        timing = interleaved(calls, repeats)
         ref_s = timing["reference"]["median_s"]
         row = {"shape": volume.shape, "z_range": z_range, "reference_s": ref_s,
                "reference_runs_s": timing["reference"]["runs_s"],

@@ -44,7 +44,7 @@ from promptseg.models.registry import build_segmenter
 from promptseg.prompts import box_from_mask, make_object
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmark modules
-from precision import PRECISIONS  # noqa: E402
+from precision import PRECISIONS, interleaved, reference_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the heading of the hand-written section the script keeps
@@ -77,23 +77,6 @@ def machine() -> dict:
     return info
 
 
-def reference_loop(model, images, z_range, z_seed, box):
-    """Chained LiteMedSAM as in CVPR24_LiteMedSAM_infer.py: every slice re-encoded in eager PyTorch."""
-    z0, z1 = z_range
-    out = np.zeros(images.shape[:3], dtype=bool)
-    net = model.net
-    for direction, zs in ((1, range(z_seed, z1 + 1)), (-1, range(z_seed - 1, z0 - 1, -1))):
-        for z in zs:
-            batch, size = model.preprocess(images[z])
-            with torch.no_grad():
-                features = net.image_encoder(torch.from_numpy(batch))
-            emb = promptseg.models.Embedding(features, images[z].shape[:2], size)
-            previous = out[z - direction] if z != z_seed else None
-            b = box if previous is None or not previous.any() else model.box_from_mask(previous)
-            out[z] = model.decode(emb, box=b).mask
-    return out
-
-
 def measure_propagation(repeats: int) -> dict:
     """Whole-run and per-slice seconds of promptseg vs the reference loop on the bundled CT, and their agreement."""
     volume = promptseg.load_volume(DEMO_IMAGE)
@@ -109,24 +92,19 @@ def measure_propagation(repeats: int) -> dict:
     setup = time.perf_counter() - t0
     # the reference decodes in eager PyTorch too (the default model decodes boxes in its exported decoder)
     eager = build_segmenter("litemedsam", runtime="torch", precision="fp32")
-    # warm-up both paths once
-    result = promptseg.segment(volume, [prompt], model)
+    result = promptseg.segment(volume, [prompt], model)  # finds the z-range the reference is given
     z_range = (min(result.objects[0].slices), max(result.objects[0].slices))
     same_prompt = make_object(slice=z_seed, box=box, z_range=z_range)  # the slices the reference encodes
-    ref_mask = reference_loop(eager, promptseg.normalize(volume), z_range, z_seed, box)
-    same = promptseg.segment(volume, [same_prompt], model)
-
-    ours, theirs, same_runs = [], [], []
-    for _ in range(repeats):  # every timed call starts from the loaded volume
-        t = time.perf_counter()
-        ref_mask = reference_loop(eager, promptseg.normalize(volume), z_range, z_seed, box)
-        theirs.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        result = promptseg.segment(volume, [prompt], model)
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        same = promptseg.segment(volume, [same_prompt], model)
-        same_runs.append(time.perf_counter() - t)
+    out = {}
+    calls = {  # every timed call starts from the loaded volume
+        "reference": lambda: out.__setitem__("reference", reference_run(eager, promptseg.normalize(volume), z_range,
+                                                                        z_seed, box)),
+        "auto": lambda: out.__setitem__("auto", promptseg.segment(volume, [prompt], model)),
+        "same": lambda: out.__setitem__("same", promptseg.segment(volume, [same_prompt], model)),
+    }
+    timing = interleaved(calls, repeats)
+    ref_mask, result, same = out["reference"], out["auto"], out["same"]
+    theirs, ours, same_runs = (timing[name]["runs_s"] for name in ("reference", "auto", "same"))
     ref_slices = z_range[1] - z_range[0] + 1
     our_slices = len(result.encoded_slices)
     ours_s, ref_s, same_s = statistics.median(ours), statistics.median(theirs), statistics.median(same_runs)
@@ -265,8 +243,8 @@ def render_propagation(prop: dict, encoders: list[dict]) -> list[str]:
         f"Same prompt (the expert mask's box on slice {prop['z_seed']}), same pre-processing, every timed run from "
         "the loaded volume. *Reference*: LiteMedSAM's challenge loop, every slice re-encoded in eager PyTorch, given "
         f"the z-range promptseg found ({prop['z_range'][0]}-{prop['z_range'][1]}). *promptseg*: `promptseg.segment`, "
-        f"encoder runtime `{prop['runtime']}` (`{prop['precision']}`), each slice encoded once; given the same z-range, "
-        "or without it (automatic stop).",
+        f"encoder runtime `{prop['runtime']}` (`{prop['precision']}`), each slice encoded once; given the same "
+        "z-range, or without it (automatic stop).",
         "",
         "| | slices encoded | whole run (s, median) | seconds per slice | runs (s) |",
         "|---|---|---|---|---|",
@@ -348,8 +326,9 @@ def render_precision(report: dict, auto: dict, encoders: dict, runs: dict) -> li
     from precision import whole_run_target
 
     target = 3.5 if "bf16" in report["native"] else 2.0  # issue 13: 3.5x with native bf16, else 2x
-    lines += ["", f"Issue 13's whole-run target on this CPU: >= {target:g}x ({'native bf16' if target > 2 else 'no native bf16'}),"
-              " 3D agreement >= 0.98 on every case, same slices:"]
+    why = "native bf16" if target > 2 else "no native bf16"
+    lines += ["", f"Issue 13's whole-run target on this CPU: >= {target:g}x ({why}), 3D agreement >= 0.98 on every "
+              "case, same slices:"]
     for p in PRECISIONS:
         t = whole_run_target(runs, p, ratio=target)
         lines.append(f"- {p}: lowest ratio {t['min_ratio']:.2f}x, lowest agreement {t['min_agreement']:.4f}: "
@@ -369,8 +348,8 @@ def render_decoder(decoder: dict) -> list[str]:
     lines += ["", f"The interactive decoder is what a viewer's re-prompt runs; here: {inter['reason']}. Its masks vs "
               f"the fp32 decoder's: mean Dice {inter['mean_dice_vs_fp32']:.4f}. fp32 masks identical to eager "
               f"PyTorch: {decoder['identical_masks']} slices. Issue 13's target (<= 50 ms p95, the interactive "
-              f"decoder): **{'met' if met else 'not met'} in this run**. Paths alternate slice by slice (a block of calls each); load "
-              f"average {decoder['load_average'][0]:.1f}.", ""]
+              f"decoder): **{'met' if met else 'not met'} in this run**. Paths alternate slice by slice (a block of "
+              f"calls each); load average {decoder['load_average'][0]:.1f}.", ""]
     return lines
 
 
@@ -380,8 +359,8 @@ def render_start(start: dict, large: dict) -> list[str]:
             f"| `promptseg segment` 2D box on the breast MR, warm caches (median) | {warm['wall_s']:.2f} | "
             f"{warm['peak_rss_mb']:.0f} |",
             f"| the same without promptseg's bytecode (its `__pycache__` deleted, `PYTHONDONTWRITEBYTECODE=1`: its "
-            f"modules compiled from source at every start; interleaved with the row above) | {start['warm_no_bytecode']['wall_s']:.2f} | "
-            f"{start['warm_no_bytecode']['peak_rss_mb']:.0f} |",
+            f"modules compiled from source at every start; interleaved with the row above) | "
+            f"{start['warm_no_bytecode']['wall_s']:.2f} | {start['warm_no_bytecode']['peak_rss_mb']:.0f} |",
             f"| the same with an empty cache (export + compile, fp32) | {cold['wall_s']:.2f} | {cold['peak_rss_mb']:.0f} |",
             f"| `python -c \"import torch\"` alone (median) | {torch_only['wall_s']:.2f} | {torch_only['peak_rss_mb']:.0f} |",
             f"| `promptseg segment` 3D, 512 x 512 x 300 CT ({large['volume_mb']:.0f} MB), warm | {large['wall_s']:.2f} | "
@@ -424,7 +403,8 @@ def kept_notes(path: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="docs/benchmarks.md")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the propagation, whole runs and start-up (default 5)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs of the propagation, whole runs and start-up (default 5)")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per variant (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="only propagation, encoders and training (skip precision, decoder, start-up, busy host, viewer)")
