@@ -132,7 +132,7 @@ def reference_run(model, images, z_range, z_seed, box) -> np.ndarray:
     return out
 
 
-def measure_whole_runs(repeats: int = 3, precisions=PRECISIONS) -> dict:
+def measure_whole_runs(repeats: int = 3, precisions=PRECISIONS, encoders: dict | None = None) -> dict:
     """Per bundled case: whole-run seconds of promptseg at each precision and of the eager reference (interleaved
     medians), their ratio, and each precision's 3D Dice agreement with promptseg's fp32 mask.
 
@@ -141,12 +141,18 @@ def measure_whole_runs(repeats: int = 3, precisions=PRECISIONS) -> dict:
     and *auto stop* -- no z-range, promptseg also encodes the slice past each end where it decides to stop.
     Every timed call starts from the same :class:`~promptseg.volume.Volume` (the reference's intensity
     normalisation is inside its time, as promptseg's is).
+
+    ``encoders`` (optional) maps a label to ``factory(model) -> encoder runtime`` (``"fp32"`` among them,
+    the agreement's reference); by default each of ``precisions`` through :func:`encoder_at`.
     """
+    if encoders is None:
+        encoders = {p: (lambda model, p=p: encoder_at(model, p)) for p in precisions}
+    precisions = tuple(encoders)
     eager_model = build_segmenter("litemedsam", runtime="torch", precision="fp32")  # eager decoder too
     models = {}
-    for precision in precisions:
+    for precision, factory in encoders.items():
         model = build_segmenter("litemedsam", precision="fp32")
-        model.__dict__["encoder"] = encoder_at(model, precision)  # bypass the gate: measure what it would give
+        model.__dict__["encoder"] = factory(model)  # bypass the gate: measure what it would give
         models[precision] = model
     out = {}
     for case in CASES:
