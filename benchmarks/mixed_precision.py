@@ -23,9 +23,7 @@ paragraph of docs/speed.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -37,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from precision import cpu_report, encoder_at, interleaved, measure_whole_runs, whole_run_target  # noqa: E402
+from precision import (cpu_report, encoder_at, finish_report, interleaved, measure_whole_runs,  # noqa: E402
+                       print_whole_runs, whole_run_target)
 
 from promptseg.models.litemedsam import real_slice_check  # noqa: E402
 from promptseg.models.registry import build_segmenter  # noqa: E402
@@ -193,14 +192,8 @@ def main(argv=None) -> int:
                         "mixed": lambda m: bench.staged.runtime(mix)}
             report["whole_runs"] = measure_whole_runs(max(1, args.repeats // 2), encoders=encoders)
             report["whole_run_targets"] = {p: whole_run_target(report["whole_runs"], p) for p in encoders}
-            for case, row in report["whole_runs"].items():
-                print(case, f"reference {row['reference_s']:.2f} s;",
-                      "; ".join(f"{p} {row[p]['ratio']:.2f}x, agreement {row[p]['agreement_vs_fp32']:.4f}"
-                                for p in encoders))
-    report["cpu"]["load_average_end"] = os.getloadavg()
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=1, default=str)
+            print_whole_runs(report["whole_runs"])
+    finish_report(report, args.json)
     return 0
 
 

@@ -209,6 +209,24 @@ def whole_run_target(runs: dict, precision: str, ratio: float = 3.5, agreement: 
             "agreement_target": agreement}
 
 
+def print_whole_runs(runs: dict) -> None:
+    """One line per case: the reference's seconds, each encoder's same-slice and auto-stop ratio and agreement."""
+    for case, row in runs.items():
+        labels = [key for key, value in row.items() if isinstance(value, dict) and "ratio" in value]
+        print(case, f"reference {row['reference_s']:.2f} s;",
+              "; ".join(f"{p} {row[p]['seconds']:.2f} s = {row[p]['ratio']:.2f}x (auto stop "
+                        f"{row[p]['auto_stop']['ratio']:.2f}x), agreement {row[p]['agreement_vs_fp32']:.4f}"
+                        for p in labels))
+
+
+def finish_report(report: dict, path: str | None) -> None:
+    """Record the load average at the end and write ``report`` as JSON to ``path`` (if given)."""
+    report["cpu"]["load_average_end"] = os.getloadavg()
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=1, default=str)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -221,15 +239,8 @@ def main(argv=None) -> int:
         print(f"encoder {name}: {row['median_s']:.3f} s ({row['ratio_to_eager']:.2f}x eager), gate mean Dice "
               f"{row['gate_mean_dice']:.4f} min {row['gate_min_dice']:.4f}")
     report["whole_runs"] = measure_whole_runs(args.repeats)
-    for case, row in report["whole_runs"].items():
-        print(case, f"reference {row['reference_s']:.2f} s;",
-              "; ".join(f"{p} {row[p]['seconds']:.2f} s = {row[p]['ratio']:.2f}x (auto stop "
-                        f"{row[p]['auto_stop']['ratio']:.2f}x), agreement {row[p]['agreement_vs_fp32']:.4f}"
-                        for p in PRECISIONS))
-    report["cpu"]["load_average_end"] = os.getloadavg()
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=1, default=str)
+    print_whole_runs(report["whole_runs"])
+    finish_report(report, args.json)
     return 0
 
 
